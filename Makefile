@@ -1,0 +1,43 @@
+# recsys-spark: set-up and the commands people run. `make nightly` and `make test` are the README's two.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DS     ?= 2026-11-26
+STAMP  := $(VENV)/.installed
+
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install nightly test test-all benchmark clean-var clean help
+
+help:
+	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first)"
+	@echo "make test      - run the test suite (installs first)"
+	@echo "make benchmark - run the benchmarks (slow; writes benchmarks/results/*.json)"
+	@echo "make clean-var - delete the local warehouse, metastore and artifacts under ./var"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python setup.py constraints.txt scripts/install_horovod.sh
+	$(BIN)/python -m pip install --quiet "pip==24.3.1" wheel
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	PYTHON=$(BIN)/python bash scripts/install_horovod.sh
+	touch $(STAMP)
+
+install: $(STAMP)
+
+nightly: install
+	$(BIN)/recsys nightly --ds $(DS)
+
+test: install
+	$(BIN)/python -m pytest -q -m "not benchmark"
+
+benchmark: install
+	$(BIN)/python -m pytest -q -m benchmark -s
+
+clean-var:
+	rm -rf var spark-warehouse metastore_db derby.log
+
+clean: clean-var
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Thin spark-submit entry points: parse args, load config, get the session, call the library."""

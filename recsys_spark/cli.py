@@ -1,0 +1,30 @@
+"""``recsys``: one command in front of the job entry points, for people and schedulers."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "generate-events": ("jobs.generate_events", "generate synthetic events into recsys.events"),
+    "import-events": ("jobs.import_events", "import a public dataset file into recsys.events"),
+}
+
+USAGE = "usage: recsys COMMAND [options]   (recsys COMMAND --help for a command's options)\n\ncommands:\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, COMMANDS))
+        print(USAGE + "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()))
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"recsys: unknown command '{command}'; known: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

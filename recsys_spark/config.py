@@ -1,0 +1,233 @@
+"""Typed pipeline configuration: YAML files layered over ``conf/base.yaml`` plus dotted overrides.
+
+Every key is declared in a dataclass below, so a typo in a file or in ``--set`` fails fast with the
+key's full dotted name instead of being silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or has a value of the wrong type."""
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "recsys-spark"
+    hive: bool = True
+    warehouse_dir: Optional[str] = "var/warehouse"
+    metastore_dir: Optional[str] = "var/metastore"
+    """Embedded Derby metastore directory; null means use the cluster's hive-site.xml metastore."""
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StorageConfig:
+    database: str = "recsys"
+    root: str = "var"
+    """Directory for artifacts that are not metastore tables (training examples, models, reports)."""
+
+
+@dataclass
+class SyntheticConfig:
+    seed: int = 7
+    epoch: str = "2026-11-01"
+    """Day zero of catalogue and user-base growth (new_items_per_day, new_users_per_day)."""
+    events_per_day: int = 20000
+    days: int = 14
+    n_users: int = 5000
+    n_items: int = 2000
+    new_items_per_day: int = 20
+    new_users_per_day: int = 100
+    mean_session_length: float = 6.0
+    item_popularity_power: float = 2.5
+    user_activity_power: float = 2.0
+    transition_prob: float = 0.7
+    intents: int = 3
+    cart_prob: float = 0.08
+    purchase_prob: float = 0.3
+    partitions: int = 4
+
+
+@dataclass
+class SequencesConfig:
+    lookback_days: int = 30
+    max_rejected_share: float = 0.05
+    event_types: list[str] = field(default_factory=lambda: ["view", "click", "cart", "purchase"])
+    collapse_repeats: bool = True
+    min_item_support: int = 5
+    min_user_support: int = 3
+    max_support_rounds: int = 5
+    session_gap_minutes: Optional[int] = None
+    max_history: int = 200
+    split: str = "leave_last_out"
+    temporal_cutoff_days: int = 1
+    window_length: int = 50
+    stride: int = 25
+    num_negatives: int = 32
+    negative_alpha: float = 0.75
+    seed: int = 17
+    num_train_workers: int = 2
+    rows_per_row_group: int = 2000
+
+
+@dataclass
+class TrainConfig:
+    embedding_dim: int = 64
+    hidden_size: int = 128
+    num_layers: int = 1
+    cell: str = "lstm"
+    dropout: float = 0.2
+    loss: str = "softmax"
+    batch_size: int = 128
+    epochs: int = 10
+    lr: float = 0.003
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    patience: int = 3
+    seed: int = 42
+    backend: str = "horovod"
+    launcher: str = "spark"
+    num_proc: int = 2
+    threads_per_proc: int = 1
+    shuffle_buffer: int = 2000
+    eval_batch_size: int = 512
+
+
+@dataclass
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    sequences: SequencesConfig = field(default_factory=SequencesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=True)
+
+    def hash(self) -> str:
+        """Short content hash of the resolved config, recorded in manifests and artifacts."""
+        payload = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:12]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(self.to_yaml())
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``hint`` (int/float/str/bool, Optional, list, dict)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(hint)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, inner = typing.get_args(hint)
+        return {str(k): _coerce(v, inner, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {hint!r}")
+
+
+def _merge(obj: Any, data: dict[str, Any], prefix: str) -> None:
+    """Apply ``data`` onto the dataclass instance ``obj`` in place, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{dotted}' (known under '{prefix or '.'}': "
+                              f"{', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{dotted}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], dotted))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``a.b.c=value`` into ``{'a': {'b': {'c': value}}}``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    dotted, raw = text.split("=", 1)
+    parts = dotted.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override '{text}' has an empty key")
+    value: Any = yaml.safe_load(raw) if raw.strip() else ""
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def _resolve_conf_path(name: str) -> Path:
+    path = Path(name)
+    if path.exists():
+        return path
+    candidate = CONF_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if candidate.exists():
+        return candidate
+    raise ConfigError(f"config file '{name}' not found (looked at {path} and {candidate})")
+
+
+def load_config(conf: str | Path | None = "local", overrides: Optional[list[str]] = None) -> Config:
+    """Build the config: defaults, then ``conf/base.yaml``, then ``conf`` (a path or a name in
+    ``conf/``), then each ``section.key=value`` override in order."""
+    cfg = Config()
+    layers = [CONF_DIR / "base.yaml"]
+    if conf is not None and Path(str(conf)).name not in ("base", "base.yaml"):
+        layers.append(_resolve_conf_path(str(conf)))
+    for layer in layers:
+        try:
+            data = yaml.safe_load(Path(layer).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{layer}: not valid YAML: {exc}") from exc
+        _merge(cfg, data, "")
+    for override in overrides or []:
+        _merge(cfg, parse_override(override), "")
+    return cfg

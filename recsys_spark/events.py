@@ -1,0 +1,49 @@
+"""The ``events`` input table and its quarantine table ``events_rejected``."""
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark import schemas as S
+from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
+
+log = logging.getLogger(__name__)
+
+EVENTS = "events"
+EVENTS_REJECTED = "events_rejected"
+
+
+def events_table(database: str) -> str:
+    return qualified(database, EVENTS)
+
+
+def rejected_table(database: str) -> str:
+    return qualified(database, EVENTS_REJECTED)
+
+
+def write_events(spark: SparkSession, database: str, events: DataFrame, ds_values: list[str]) -> int:
+    """Overwrite the ``ds`` partitions of ``recsys.events`` present in ``events`` (all within
+    ``ds_values``); returns the row count now stored for ``ds_values``."""
+    table = events_table(database)
+    ensure_table(spark, table, S.EVENTS_TABLE_SCHEMA)
+    overwrite_partitions(events, table)
+    written = spark.table(table).where(F.col(S.DS).isin(ds_values)).count()
+    log.info("wrote %d events into %s for %d night(s) %s..%s", written, table, len(ds_values),
+             min(ds_values), max(ds_values))
+    return written
+
+
+def write_rejected(spark: SparkSession, database: str, rejected: DataFrame) -> dict[str, int]:
+    """Overwrite the quarantined rows of the ``ds`` partitions present; returns counts per reason."""
+    table = rejected_table(database)
+    ensure_table(spark, table, S.REJECTED_SCHEMA)
+    rejected = rejected.cache()
+    counts = {r[S.REASON]: r["n"] for r in
+              rejected.groupBy(S.REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
+    if counts:
+        overwrite_partitions(rejected, table)
+        log.warning("quarantined %d rows into %s: %s", sum(counts.values()), table, counts)
+    rejected.unpersist()
+    return counts

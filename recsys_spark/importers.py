@@ -1,0 +1,128 @@
+"""Readers that turn public dataset formats into the ``events`` contract.
+
+Each reader parses text lines in Spark and returns ``(events, rejected)``: ``events`` has the
+``events`` schema plus ``ds`` (the UTC date of ``ts``); ``rejected`` has the raw line and a reason, so
+no input row disappears silently.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark import schemas as S
+
+log = logging.getLogger(__name__)
+
+MALFORMED = "malformed_row"
+MISSING_USER = "missing_user_id"
+MISSING_ITEM = "missing_item_id"
+BAD_TIMESTAMP = "unparsable_timestamp"
+
+SEQUENCE_FILE_BASE_TS = "2000-01-01 00:00:00"
+"""Sequence files carry order only: event k of a line gets this timestamp + k seconds."""
+
+RETAILROCKET_EVENTS = {"view": "view", "addtocart": "cart", "transaction": "purchase"}
+
+_PARSED = "_parsed_ok"
+_TS_RAW = "_ts_raw"
+
+
+def _blank(col: Column) -> Column:
+    return col.isNull() | (F.trim(col) == "")
+
+
+def _finish(lines: DataFrame, parsed_ok: Column, user: Column, item: Column, event_type: Column,
+            ts: Column, session: Column, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
+    """Attach a rejection reason to each parsed line and split accepted from rejected rows."""
+    staged = lines.select(
+        F.col("value").alias(S.RAW), parsed_ok.alias(_PARSED),
+        F.trim(user).alias(S.USER_ID), F.trim(item).alias(S.ITEM_ID),
+        event_type.alias(S.EVENT_TYPE), ts.alias(S.TS), session.alias(S.SESSION_ID))
+    reason = (F.when(~F.col(_PARSED), F.lit(MALFORMED))
+              .when(_blank(F.col(S.USER_ID)), F.lit(MISSING_USER))
+              .when(_blank(F.col(S.ITEM_ID)), F.lit(MISSING_ITEM))
+              .when(F.col(S.TS).isNull(), F.lit(BAD_TIMESTAMP)))
+    staged = staged.withColumn(S.REASON, reason)
+    events = (staged.where(F.col(S.REASON).isNull())
+              .select(S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TS, S.SESSION_ID)
+              .withColumn(S.DS, F.date_format(S.TS, "yyyy-MM-dd")))
+    rejected = (staged.where(F.col(S.REASON).isNotNull())
+                .select(S.RAW, S.REASON, F.lit(rejected_ds).alias(S.DS)))
+    return events, rejected
+
+
+def _epoch_seconds(raw: Column) -> Column:
+    """Epoch seconds (integer or fractional) as a timestamp; anything else becomes null."""
+    number = F.when(raw.rlike(r"^\s*\d+(\.\d+)?\s*$"), F.trim(raw).cast("double"))
+    return F.timestamp_micros((number * 1_000_000).cast("long"))
+
+
+def _fields(sep_regex: str) -> Column:
+    return F.split(F.col("value"), sep_regex)
+
+
+def _without_header(lines: DataFrame, header_prefix: str) -> DataFrame:
+    return lines.where(~F.lower(F.col("value")).startswith(header_prefix.lower()))
+
+
+def read_movielens(lines: DataFrame, rejected_ds: str, separator: str = "\t") -> tuple[DataFrame, DataFrame]:
+    """MovieLens ``u.data`` (tab) or ``ratings.dat`` (``::``): user, item, rating, epoch seconds.
+    Every rating becomes a ``view`` event (MovieLens has no event types)."""
+    parts = _fields("::" if separator == "::" else "\t")
+    return _finish(lines, F.size(parts) == 4, parts[0], parts[1], F.lit("view"),
+                   _epoch_seconds(parts[3]), F.lit(None).cast("string"), rejected_ds)
+
+
+def read_gru4rec(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
+    """GRU4Rec TSV with header ``SessionId ItemId Time`` (seconds). Sessions are anonymous, so the
+    session id is also the user id."""
+    lines = _without_header(lines, "SessionId")
+    parts = _fields("\t")
+    return _finish(lines, F.size(parts) == 3, parts[0], parts[1], F.lit("click"),
+                   _epoch_seconds(parts[2]), F.trim(parts[0]), rejected_ds)
+
+
+def read_sequence_file(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
+    """One line per user: ``user item1 item2 ...`` in order. Timestamps are synthesized (base +
+    position seconds): only the order is real."""
+    log.warning("sequence file: timestamps are synthesized from line order (%s + k seconds)",
+                SEQUENCE_FILE_BASE_TS)
+    tokens = F.split(F.trim(F.col("value")), r"\s+")
+    with_items = lines.select("value", tokens[0].alias("_user"),
+                              F.posexplode_outer(F.slice(tokens, 2, 1 << 30)).alias("_pos", "_item"))
+    base = F.to_timestamp(F.lit(SEQUENCE_FILE_BASE_TS))
+    ts = F.timestamp_seconds(F.unix_timestamp(base) + F.coalesce(F.col("_pos"), F.lit(0)))
+    return _finish(with_items, F.col("_item").isNotNull(), F.col("_user"), F.col("_item"),
+                   F.lit("view"), ts, F.lit(None).cast("string"), rejected_ds)
+
+
+def read_retailrocket(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
+    """RetailRocket ``events.csv``: timestamp (ms), visitorid, event, itemid, transactionid."""
+    lines = _without_header(lines, "timestamp,")
+    parts = _fields(",")
+    event = F.lower(F.trim(parts[2]))
+    mapping = F.create_map(*[F.lit(x) for kv in RETAILROCKET_EVENTS.items() for x in kv])
+    millis = F.when(parts[0].rlike(r"^\s*\d+\s*$"), F.trim(parts[0]).cast("long"))
+    return _finish(lines, F.size(parts) >= 4, parts[1], parts[3],
+                   F.coalesce(mapping[event], event), F.timestamp_millis(millis),
+                   F.lit(None).cast("string"), rejected_ds)
+
+
+READERS: dict[str, Callable[[DataFrame, str], tuple[DataFrame, DataFrame]]] = {
+    "movielens": read_movielens,
+    "movielens-dat": lambda lines, ds: read_movielens(lines, ds, separator="::"),
+    "gru4rec": read_gru4rec,
+    "sequences": read_sequence_file,
+    "retailrocket": read_retailrocket,
+}
+
+
+def read_events(spark: SparkSession, path: str, fmt: str, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
+    """Read ``path`` in format ``fmt`` (one of :data:`READERS`)."""
+    if fmt not in READERS:
+        raise ValueError(f"unknown input format '{fmt}'; known formats: {', '.join(sorted(READERS))}")
+    lines = spark.read.text(path).where(F.trim(F.col("value")) != "")
+    return READERS[fmt](lines, rejected_ds)

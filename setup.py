@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="recsys-spark",
+    version="0.1.0",
+    description="Nightly LSTM next-item recommendations on Spark, Petastorm, PyTorch and Horovod",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.12",
+    packages=find_packages(include=["recsys_spark", "recsys_spark.*", "training", "training.*",
+                                    "jobs", "jobs.*"]),
+    package_data={"recsys_spark": ["log4j2.properties"]},
+    data_files=[("share/recsys-spark/conf", ["conf/base.yaml", "conf/local.yaml", "conf/cluster.yaml"])],
+    install_requires=[
+        "pyspark>=4.0,<4.1",
+        "pyarrow==14.0.2",
+        "numpy<2",
+        "pandas>=2.2,<2.3",
+        "petastorm==0.12.1",
+        "torch==2.13.0",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "psutil>=5.9",
+        "cloudpickle>=2",
+    ],
+    extras_require={
+        # Horovod is installed by scripts/install_horovod.sh (it needs a patched C++17 build).
+        "dev": ["pytest>=8", "chispa==0.12.0", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["recsys=recsys_spark.cli:main"]},
+)

@@ -1,0 +1,34 @@
+"""One local SparkSession (Hive catalog on an embedded Derby metastore in a temp dir) for all tests."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from recsys_spark.config import Config, load_config
+from recsys_spark.session import get_spark
+
+
+@pytest.fixture(scope="session")
+def test_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("recsys")
+
+
+@pytest.fixture(scope="session")
+def cfg(test_root) -> Config:
+    return load_config("local", [
+        "spark.master=local[2]",
+        f"spark.warehouse_dir={test_root / 'warehouse'}",
+        f"spark.metastore_dir={test_root / 'metastore'}",
+        f"storage.root={test_root / 'var'}",
+        "spark.conf={spark.sql.shuffle.partitions: '4', spark.default.parallelism: '4', "
+        "spark.driver.memory: 2g}",
+    ])
+
+
+@pytest.fixture(scope="session")
+def spark(cfg):
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    session = get_spark(cfg)
+    yield session
+    session.stop()

@@ -1,0 +1,75 @@
+import pytest
+
+from recsys_spark.config import ConfigError, load_config, parse_override
+
+
+def test_local_config_layers_over_base():
+    cfg = load_config("local")
+    assert cfg.spark.master == "local[*]"
+    assert cfg.storage.database == "recsys"
+    assert cfg.sequences.window_length == 50  # from base.yaml
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config("local", ["sequences.window_length=20", "sequences.negative_alpha=0",
+                                "spark.hive=false", "sequences.session_gap_minutes=30",
+                                "sequences.event_types=[view, cart]"])
+    assert cfg.sequences.window_length == 20
+    assert cfg.sequences.negative_alpha == 0.0 and isinstance(cfg.sequences.negative_alpha, float)
+    assert cfg.spark.hive is False
+    assert cfg.sequences.session_gap_minutes == 30
+    assert cfg.sequences.event_types == ["view", "cart"]
+
+
+def test_later_override_wins():
+    cfg = load_config("local", ["sequences.stride=3", "sequences.stride=4"])
+    assert cfg.sequences.stride == 4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sequences.windw_length=3", "unknown config key 'sequences.windw_length'"),
+    ("nosection.key=1", "unknown config key 'nosection'"),
+    ("sequences.window_length=abc", "sequences.window_length: expected an integer"),
+    ("spark.hive=maybe", "spark.hive: expected true/false"),
+    ("sequences.event_types=view", "sequences.event_types: expected a list"),
+    ("sequences=3", "sequences: expected a mapping"),
+    ("novalue", "must look like section.key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config("local", [override])
+
+
+def test_unknown_key_in_a_file_is_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sequences:\n  stride: 2\n  colapse_repeats: true\n")
+    with pytest.raises(ConfigError, match="unknown config key 'sequences.colapse_repeats'"):
+        load_config(str(path))
+
+
+def test_missing_config_file_is_a_clear_error():
+    with pytest.raises(ConfigError, match="config file 'nope' not found"):
+        load_config("nope")
+
+
+def test_spark_conf_passthrough_and_hash_changes_with_content():
+    a = load_config("local", ["spark.conf={spark.executor.memory: 2g}"])
+    b = load_config("local")
+    assert a.spark.conf == {"spark.executor.memory": "2g"}
+    assert a.hash() != b.hash() and len(a.hash()) == 12
+
+
+def test_parse_override_nests_keys():
+    assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config("local", ["sequences.stride=7"])
+    cfg.save(tmp_path / "config.yaml")
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert again.hash() == cfg.hash()
+
+
+def test_cluster_example_loads():
+    cfg = load_config("cluster")
+    assert cfg.spark.master == "yarn" and cfg.spark.metastore_dir is None
