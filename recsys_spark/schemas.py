@@ -26,6 +26,7 @@ N_EVENTS = "n_events"
 INPUT = "input"
 TARGET = "target"
 NEGATIVES = "negatives"
+SEEN = "seen"
 
 EVENT_TYPES = ("view", "click", "cart", "purchase")
 PADDING_IDX = 0
