@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     rejected_ds = args.rejected_ds or ds_values[-1]
     _, rejected = read_events(spark, args.path, args.format, rejected_ds=rejected_ds)
     n = write_events(spark, cfg.storage.database, events, ds_values)
-    counts = write_rejected(spark, cfg.storage.database, rejected)
+    counts = write_rejected(spark, cfg.storage.database, rejected, rejected_ds, stage="import")
     log.info("imported %d events (%d nights %s..%s) from %s; rejected %s",
              n, len(ds_values), ds_values[0], ds_values[-1], args.path, counts or "none")
     events.unpersist()

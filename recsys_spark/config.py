@@ -70,6 +70,8 @@ class SequencesConfig:
     lookback_days: int = 30
     max_rejected_share: float = 0.05
     event_types: list[str] = field(default_factory=lambda: ["view", "click", "cart", "purchase"])
+    event_weights: dict[str, float] = field(default_factory=dict)
+    """Weight of an event type in the popularity counts (item_index.count, negative sampling)."""
     collapse_repeats: bool = True
     min_item_support: int = 5
     min_user_support: int = 3

@@ -35,15 +35,20 @@ def write_events(spark: SparkSession, database: str, events: DataFrame, ds_value
     return written
 
 
-def write_rejected(spark: SparkSession, database: str, rejected: DataFrame) -> dict[str, int]:
-    """Overwrite the quarantined rows of the ``ds`` partitions present; returns counts per reason."""
+def write_rejected(spark: SparkSession, database: str, rejected: DataFrame, ds: str, stage: str) -> dict[str, int]:
+    """Replace the quarantined rows of (``ds``, ``stage``) with ``rejected``; returns counts per reason.
+
+    An empty ``rejected`` clears the partition, so a re-run with cleaner input leaves no stale rows."""
     table = rejected_table(database)
-    ensure_table(spark, table, S.REJECTED_SCHEMA)
-    rejected = rejected.cache()
+    ensure_table(spark, table, S.REJECTED_SCHEMA, partition_by=(S.DS, S.STAGE))
+    rejected = rejected.withColumn(S.DS, F.lit(ds)).withColumn(S.STAGE, F.lit(stage)).cache()
     counts = {r[S.REASON]: r["n"] for r in
               rejected.groupBy(S.REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
     if counts:
         overwrite_partitions(rejected, table)
-        log.warning("quarantined %d rows into %s: %s", sum(counts.values()), table, counts)
+        log.warning("quarantined %d rows into %s (ds=%s, stage=%s): %s",
+                    sum(counts.values()), table, ds, stage, counts)
+    else:
+        spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({S.DS}='{ds}', {S.STAGE}='{stage}')")
     rejected.unpersist()
     return counts

@@ -12,6 +12,7 @@ DS = "ds"
 # events_rejected
 RAW = "raw"
 REASON = "reason"
+STAGE = "stage"
 
 # item_index
 ITEM_IDX = "item_idx"
@@ -45,5 +46,25 @@ EVENTS_TABLE_SCHEMA = T.StructType(EVENTS_SCHEMA.fields + [T.StructField(DS, T.S
 REJECTED_SCHEMA = T.StructType([
     T.StructField(RAW, T.StringType(), True),
     T.StructField(REASON, T.StringType(), False),
+    T.StructField(DS, T.StringType(), False),
+    T.StructField(STAGE, T.StringType(), False),
+])
+"""Quarantined input rows; partitioned by (ds, stage) so the import and validation stages of one night
+never overwrite each other's rows."""
+
+ITEM_INDEX_SCHEMA = T.StructType([
+    T.StructField(ITEM_ID, T.StringType(), False),
+    T.StructField(ITEM_IDX, T.IntegerType(), False),
+    T.StructField(FIRST_SEEN_DS, T.StringType(), False),
+    T.StructField(COUNT, T.LongType(), False),
+    T.StructField(VERSION, T.StringType(), False),
+])
+"""Item vocabulary, one full copy per ``version`` (the ds that built it); indices never change."""
+
+USER_SEQUENCES_SCHEMA = T.StructType([
+    T.StructField(USER_ID, T.StringType(), False),
+    T.StructField(ITEM_IDX, T.ArrayType(T.IntegerType(), False), False),
+    T.StructField(TS, T.ArrayType(T.TimestampType(), False), False),
+    T.StructField(N_EVENTS, T.IntegerType(), False),
     T.StructField(DS, T.StringType(), False),
 ])
