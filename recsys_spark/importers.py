@@ -61,6 +61,7 @@ def _epoch_seconds(raw: Column) -> Column:
 
 
 def _fields(sep_regex: str) -> Column:
+    """The line's fields; index them with ``F.get`` (null when missing, not an ANSI-mode error)."""
     return F.split(F.col("value"), sep_regex)
 
 
@@ -72,8 +73,8 @@ def read_movielens(lines: DataFrame, rejected_ds: str, separator: str = "\t") ->
     """MovieLens ``u.data`` (tab) or ``ratings.dat`` (``::``): user, item, rating, epoch seconds.
     Every rating becomes a ``view`` event (MovieLens has no event types)."""
     parts = _fields("::" if separator == "::" else "\t")
-    return _finish(lines, F.size(parts) == 4, parts[0], parts[1], F.lit("view"),
-                   _epoch_seconds(parts[3]), F.lit(None).cast("string"), rejected_ds)
+    return _finish(lines, F.size(parts) == 4, F.get(parts, 0), F.get(parts, 1), F.lit("view"),
+                   _epoch_seconds(F.get(parts, 3)), F.lit(None).cast("string"), rejected_ds)
 
 
 def read_gru4rec(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
@@ -81,8 +82,8 @@ def read_gru4rec(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, DataFra
     session id is also the user id."""
     lines = _without_header(lines, "SessionId")
     parts = _fields("\t")
-    return _finish(lines, F.size(parts) == 3, parts[0], parts[1], F.lit("click"),
-                   _epoch_seconds(parts[2]), F.trim(parts[0]), rejected_ds)
+    return _finish(lines, F.size(parts) == 3, F.get(parts, 0), F.get(parts, 1), F.lit("click"),
+                   _epoch_seconds(F.get(parts, 2)), F.trim(F.get(parts, 0)), rejected_ds)
 
 
 def read_sequence_file(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
@@ -91,7 +92,7 @@ def read_sequence_file(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, D
     log.warning("sequence file: timestamps are synthesized from line order (%s + k seconds)",
                 SEQUENCE_FILE_BASE_TS)
     tokens = F.split(F.trim(F.col("value")), r"\s+")
-    with_items = lines.select("value", tokens[0].alias("_user"),
+    with_items = lines.select("value", F.get(tokens, 0).alias("_user"),
                               F.posexplode_outer(F.slice(tokens, 2, 1 << 30)).alias("_pos", "_item"))
     base = F.to_timestamp(F.lit(SEQUENCE_FILE_BASE_TS))
     ts = F.timestamp_seconds(F.unix_timestamp(base) + F.coalesce(F.col("_pos"), F.lit(0)))
@@ -103,10 +104,10 @@ def read_retailrocket(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, Da
     """RetailRocket ``events.csv``: timestamp (ms), visitorid, event, itemid, transactionid."""
     lines = _without_header(lines, "timestamp,")
     parts = _fields(",")
-    event = F.lower(F.trim(parts[2]))
+    event = F.lower(F.trim(F.get(parts, 2)))
     mapping = F.create_map(*[F.lit(x) for kv in RETAILROCKET_EVENTS.items() for x in kv])
-    millis = F.when(parts[0].rlike(r"^\s*\d+\s*$"), F.trim(parts[0]).cast("long"))
-    return _finish(lines, F.size(parts) >= 4, parts[1], parts[3],
+    millis = F.when(F.get(parts, 0).rlike(r"^\s*\d+\s*$"), F.trim(F.get(parts, 0)).cast("long"))
+    return _finish(lines, F.size(parts) >= 4, F.get(parts, 1), F.get(parts, 3),
                    F.coalesce(mapping[event], event), F.timestamp_millis(millis),
                    F.lit(None).cast("string"), rejected_ds)
 

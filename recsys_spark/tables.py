@@ -20,8 +20,9 @@ def ensure_table(spark: SparkSession, table: str, schema: T.StructType,
                  partition_by: tuple[str, ...] = (S.DS,)) -> None:
     """Create ``table`` (Parquet, partitioned) with ``schema`` unless it exists with that schema."""
     if spark.catalog.tableExists(table):
-        existing = {f.name: f.dataType for f in spark.table(table).schema.fields}
-        wanted = {f.name: f.dataType for f in schema.fields}
+        # Compare names and types only: the metastore does not keep nullability.
+        existing = {f.name: f.dataType.simpleString() for f in spark.table(table).schema.fields}
+        wanted = {f.name: f.dataType.simpleString() for f in schema.fields}
         if existing != wanted:
             raise ValueError(f"table {table} exists with schema {existing}, expected {wanted}; "
                              f"migrate or drop it before running this version")
