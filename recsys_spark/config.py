@@ -111,6 +111,18 @@ class TrainConfig:
     threads_per_proc: int = 1
     shuffle_buffer: int = 2000
     eval_batch_size: int = 512
+    lr_schedule: str = "cosine"
+    """Decay after the linear warm-up: cosine or linear (to zero at the last step)."""
+    in_batch_negatives: bool = True
+    """Sampled losses also use the other examples' targets of the batch as negatives."""
+    logq_correction: bool = True
+    bpr_reg: float = 1.0
+    """BPR-max score regularisation weight (lambda of the GRU4Rec top-k gains paper)."""
+    reader_workers: int = 1
+    """Petastorm reader threads; more than 1 is faster but makes the row order nondeterministic."""
+    keep_checkpoints: int = 2
+    timeout_s: int = 600
+    """Bound on worker start-up and on any one collective call, so a dead worker fails the job."""
 
 
 @dataclass

@@ -1,0 +1,181 @@
+"""Model shapes and padding, losses against hand-computed values, LR schedule, checkpoints, registry."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.checkpoint import ArchitectureMismatch, CheckpointStore, check_architecture
+from training.losses import (LossComputer, bpr_max_loss, full_softmax_loss, log_expected_counts,
+                             sampled_softmax_loss)
+from training.model import LSTMRecommender, load_model, save_model
+from training.registry import load_registry, register, set_production
+from training.trainer import lr_factor
+
+
+def _model(cell="lstm", **kw):
+    torch.manual_seed(0)
+    return LSTMRecommender(num_items=20, embedding_dim=8, hidden_size=12, cell=cell, dropout=0.0, **kw).eval()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_shapes_and_scores(cell):
+    model = _model(cell, num_layers=2)
+    x = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    h = model(x)
+    assert h.shape == (2, 5, 8)
+    scores = model.score_all(model.last_hidden(x))
+    assert scores.shape == (2, 20) and torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+    items = torch.tensor([[3, 7], [1, 19]])
+    assert torch.allclose(model.score_items(model.last_hidden(x), items), scores.gather(1, items), atol=1e-5)
+
+
+def test_padding_does_not_change_real_positions():
+    model = _model()
+    short = model(torch.tensor([[3, 4, 5]]))
+    long = model(torch.tensor([[0, 0, 0, 0, 3, 4, 5]]))
+    assert torch.allclose(long[:, 4:], short, atol=1e-6)
+    assert torch.all(long[:, :4] == 0)  # pad positions carry nothing
+    # twin: a different real item does change the output (the check above is not vacuous)
+    other = model(torch.tensor([[0, 0, 0, 0, 3, 9, 5]]))
+    assert not torch.allclose(other[:, -1], long[:, -1], atol=1e-4)
+    # an all-padding row gives zeros, not NaN
+    assert torch.all(model(torch.zeros(1, 4, dtype=torch.long)) == 0)
+
+
+def test_padding_embedding_gets_no_gradient():
+    model = _model()
+    model.train()
+    loss = model(torch.tensor([[0, 0, 3, 4]])).sum()
+    loss.backward()
+    assert torch.all(model.item_embedding.weight.grad[0] == 0)
+
+
+def test_save_load_weights_only(tmp_path):
+    model = _model("gru")
+    save_model(model, tmp_path)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(state) == set(model.state_dict())
+    assert json.loads((tmp_path / "architecture.json").read_text())["cell"] == "gru"
+    loaded = load_model(tmp_path)
+    x = torch.tensor([[0, 2, 3]])
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_full_softmax_hand_computed():
+    logits = torch.tensor([[[50.0, 1.0, 2.0, 3.0], [9.0, 9.0, 9.0, 9.0]]])  # column 0 is padding
+    target = torch.tensor([[3, 0]])  # second position is padding: ignored
+    expected = -math.log(math.exp(3) / (math.exp(1) + math.exp(2) + math.exp(3)))
+    assert full_softmax_loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(0.4076059644, rel=1e-8)
+
+
+def test_sampled_softmax_hand_computed_with_logq_and_masks():
+    pos = torch.tensor([[2.0, 7.0]])
+    neg = torch.tensor([[[1.0, 0.5, 4.0], [0.0, 0.0, 0.0]]])
+    valid = torch.tensor([[True, False]])
+    neg_valid = torch.tensor([[[True, True, False]]])  # third negative is an accidental hit
+    log_q = torch.log(torch.tensor([0.5, 2.0, 1.0]))
+    corrected = [1.0 - math.log(0.5), 0.5 - math.log(2.0)]
+    expected = math.log(math.exp(2.0) + sum(math.exp(c) for c in corrected)) - 2.0
+    got = sampled_softmax_loss(pos, neg, valid, neg_valid, log_q)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # twin: without the correction the popular negative (q=2) would weigh more
+    plain = math.log(math.exp(2.0) + math.exp(1.0) + math.exp(0.5)) - 2.0
+    assert sampled_softmax_loss(pos, neg, valid, neg_valid).item() == pytest.approx(plain, rel=1e-6)
+
+
+def test_bpr_max_hand_computed():
+    pos = torch.tensor([[1.0]])
+    neg = torch.tensor([[[0.0, 2.0, -5.0]]])
+    neg_valid = torch.tensor([[[True, True, False]]])
+    w0, w1 = 1 / (1 + math.e ** 2), math.e ** 2 / (1 + math.e ** 2)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    for reg in (0.0, 0.5):
+        expected = -math.log(w0 * sig(1.0) + w1 * sig(-1.0)) + reg * (w0 * 0.0 + w1 * 4.0)
+        got = bpr_max_loss(pos, neg, torch.tensor([[True]]), neg_valid, reg)
+        assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_log_expected_counts():
+    out = log_expected_counts(np.array([0, 3, 1, 0]), alpha=1.0, draws=5)
+    # counts raised to >= 1: [-, 3, 1, 1] -> q = [3/5, 1/5, 1/5]; log(5 q)
+    assert out[0] == math.inf
+    assert out[1:].tolist() == pytest.approx([math.log(3), 0.0, 0.0], abs=1e-6)
+
+
+def test_loss_computer_masks_padding_and_accidental_hits():
+    model = _model()
+    h = model(torch.tensor([[0, 3, 4], [1, 2, 5]]))
+    target = torch.tensor([[0, 4, 6], [2, 5, 7]])
+    negatives = torch.tensor([[8, 9], [10, 11]])
+    counts = np.arange(20)
+    for kind in ("softmax", "sampled_softmax", "bpr_max"):
+        fn = LossComputer(kind, counts, 0.75, num_negatives=2, batch_size=2)
+        base = fn(model, h, target, negatives)
+        # garbage hidden state at a padding position changes nothing
+        h2 = h.clone()
+        h2[0, 0] = 100.0
+        assert fn(model, h2, target, negatives).item() == pytest.approx(base.item(), rel=1e-6)
+        # twin: the same change at a real position does change the loss
+        h3 = h.clone()
+        h3[0, 1] = 100.0
+        assert fn(model, h3, target, negatives).item() != pytest.approx(base.item(), rel=1e-3)
+    # a negative equal to the target is dropped: same loss as without it (in-batch pool off)
+    fn = LossComputer("sampled_softmax", counts, 0.75, num_negatives=2, batch_size=2, in_batch=False,
+                      logq=False)
+    t = torch.tensor([[3, 4, 5]])
+    hh = model(torch.tensor([[1, 3, 4]]))
+    with_hit = fn(model, hh, t, torch.tensor([[4, 9]]))
+    without = sampled_softmax_loss(model.score_items(hh, t.unsqueeze(-1)).squeeze(-1),
+                                   model.score_items(hh, torch.tensor([[4, 9]]).unsqueeze(1).expand(1, 3, 2)),
+                                   t != 0, torch.tensor([[[True, True], [False, True], [True, True]]]))
+    assert with_hit.item() == pytest.approx(without.item(), rel=1e-6)
+    with pytest.raises(ValueError):
+        LossComputer("hinge")
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 4, 20, "cosine") == pytest.approx(0.25)
+    assert lr_factor(3, 4, 20, "cosine") == pytest.approx(1.0)
+    assert lr_factor(4, 4, 20, "cosine") == pytest.approx(1.0)
+    assert lr_factor(12, 4, 20, "cosine") == pytest.approx(0.5)
+    assert lr_factor(12, 4, 20, "linear") == pytest.approx(0.5)
+    assert lr_factor(20, 4, 20, "linear") == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        lr_factor(5, 4, 20, "step")
+
+
+def test_checkpoint_corruption_falls_back(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    for epoch in range(3):
+        store.save(epoch, {"epoch": epoch, "w": torch.full((3,), float(epoch))})
+    assert store.epochs() == [1, 2]  # only the last two are kept
+    assert store.latest_valid_epoch() == 2
+    data = store.path(2).read_bytes()
+    store.path(2).write_bytes(data[: len(data) // 2])  # a partial write
+    assert store.load(2) is None
+    assert store.latest_valid_epoch() == 1
+    assert store.load(1)["w"].tolist() == [1.0, 1.0, 1.0]
+    store.path(1).with_name("epoch-0001.pt.sha256").unlink()  # checksum never landed
+    assert store.latest_valid_epoch() is None
+
+
+def test_architecture_change_is_refused(tmp_path):
+    check_architecture({"hidden_size": 8}, {"hidden_size": 8}, tmp_path)
+    with pytest.raises(ArchitectureMismatch, match="hidden_size: 8 -> 16"):
+        check_architecture({"hidden_size": 8}, {"hidden_size": 16}, tmp_path)
+
+
+def test_registry_adds_entries_and_moves_production(tmp_path):
+    register(tmp_path, "v1", {"ndcg@10": 0.1}, ds="2026-11-01")
+    register(tmp_path, "v2", {"ndcg@10": 0.2}, ds="2026-11-02")
+    set_production(tmp_path, "v1")
+    register(tmp_path, "v2", {"ndcg@10": 0.3}, ds="2026-11-02")  # re-run: replaces only its entry
+    reg = load_registry(tmp_path)
+    assert reg["production"] == "v1"
+    assert set(reg["versions"]) == {"v1", "v2"}
+    assert reg["versions"]["v2"]["metrics"] == {"ndcg@10": 0.3} and "created_at" in reg["versions"]["v2"]
+    with pytest.raises(KeyError):
+        set_production(tmp_path, "v9")

@@ -1,0 +1,293 @@
+"""The training loop, written once for every backend (see :mod:`training.comm`).
+
+Per epoch: exactly ``steps`` batches on every rank, AdamW with clipped (averaged) gradients, a
+warm-up-then-decay learning rate, then full-ranking validation (NDCG@10, seen items masked) averaged
+over ranks, early stopping, and an atomic checkpoint from rank 0. The RNGs are reseeded from
+(seed, epoch, rank) at the start of each epoch, so an epoch draws the same dropout masks and batches
+whether it runs straight through or after a resume, on any number of ranks, without having to carry
+every rank's RNG state in rank 0's checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from recsys_spark.config import Config
+from recsys_spark.datasets import (ITEM_COUNTS, TRAINING_EXAMPLES, VALIDATION, DatasetMetadata,
+                                   dataset_dir)
+from recsys_spark.schemas import INPUT, SEEN, TARGET
+from training.checkpoint import CheckpointStore, check_architecture
+from training.comm import Comm
+from training.data import ShardBatches, read_eval_split, read_item_counts, steps_per_epoch
+from training.losses import LossComputer
+from training.metrics import ranking_metrics, seen_mask, target_ranks
+from training.model import LSTMRecommender, save_model
+from training.registry import models_root, register
+
+log = logging.getLogger(__name__)
+
+EARLY_STOP_METRIC = "ndcg@10"
+METRIC_KS = (1, 5, 10, 20)
+
+
+def default_model_version(cfg: Config, ds: str) -> str:
+    """Deterministic: the same night and resolved config always name the same version."""
+    return f"{ds}-{cfg.hash()}"
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` shipped to a worker as a plain dict (``Config.to_dict``)."""
+    defaults = Config()
+    return Config(**{f.name: type(getattr(defaults, f.name))(**data[f.name])
+                     for f in dataclasses.fields(Config)})
+
+
+def seed_everything(*parts: int) -> None:
+    seed = int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine or linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    raise ValueError(f"train.lr_schedule must be cosine or linear, got {schedule!r}")
+
+
+@torch.no_grad()
+def split_ranks(model: LSTMRecommender, split: dict, batch_size: int) -> np.ndarray:
+    """Conservative full-ranking rank of each row's target, its seen items and padding masked."""
+    was_training = model.training
+    model.eval()
+    ranks = []
+    for start in range(0, len(split[TARGET]), batch_size):
+        rows = slice(start, start + batch_size)
+        scores = model.score_all(model.last_hidden(split[INPUT][rows]))
+        mask = seen_mask(split[SEEN][rows], model.num_items)
+        ranks.append(target_ranks(scores, split[TARGET][rows], mask).numpy())
+    model.train(was_training)
+    return np.concatenate(ranks) if ranks else np.zeros(0)
+
+
+def averaged_metrics(ranks: np.ndarray, comm: Comm, ks=METRIC_KS) -> dict[str, float]:
+    """Metrics over all ranks' users: per-rank means weighted by their user counts, summed."""
+    local = ranking_metrics(ranks, ks)
+    count = float(np.sum(np.isfinite(ranks) & (ranks > 0)))
+    keys = sorted(local)
+    vec = torch.tensor([local[k] * count if count else 0.0 for k in keys] + [count], dtype=torch.float64)
+    total = comm.allreduce_sum(vec)
+    if total[-1] == 0:
+        raise ValueError("the validation split has no rows with a target: cannot early-stop on it")
+    return {k: float(total[i] / total[-1]) for i, k in enumerate(keys)}
+
+
+def parameter_fingerprint(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    for key in ("ndcg@10", "hr@10", "mrr@10"):
+        ax_metric.plot(epochs, [h["validation"][key] for h in history], marker="o", label=key)
+    ax_metric.set(xlabel="epoch", title="validation (full ranking)")
+    ax_metric.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _publish_artifact(final: Path, write) -> None:
+    """Write the artifact into a temp directory, then swap it in with renames (no half artifacts)."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.replace(old)
+        tmp.replace(final)
+        shutil.rmtree(old)
+    else:
+        tmp.replace(final)
+
+
+def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = False,
+          model_version: Optional[str] = None) -> dict[str, Any]:
+    """Train on night ``ds``; rank 0 publishes the artifact and registers it.
+
+    Returns (on every rank) the version, artifact directory, best validation metrics and a
+    fingerprint of this rank's final parameters together with every rank's fingerprint.
+    """
+    comm = comm or Comm()
+    tc = cfg.train
+    version = model_version or default_model_version(cfg, ds)
+    data_dir = dataset_dir(cfg.storage.root, ds)
+    meta = DatasetMetadata.load(data_dir)
+    store = CheckpointStore(Path(cfg.storage.root) / "checkpoints" / version, tc.keep_checkpoints)
+
+    seed_everything(tc.seed)
+    model = LSTMRecommender(meta.num_items, tc.embedding_dim, tc.hidden_size, tc.num_layers,
+                            tc.cell, tc.dropout)
+    steps = steps_per_epoch(data_dir / TRAINING_EXAMPLES, tc.batch_size, comm.size)
+    total_steps = steps * tc.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    train_model, optimizer = comm.wrap(model, optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, tc.warmup_steps, total_steps, tc.lr_schedule))
+
+    start_epoch, best, best_epoch, bad_epochs = 0, -math.inf, -1, 0
+    history: list[dict] = []
+    best_state = None
+    if resume:
+        # Rank 0 picks the checkpoint so every rank resumes the same epoch.
+        found = store.latest_valid_epoch() if comm.rank == 0 else None
+        epoch = int(comm.broadcast(torch.tensor([-1 if found is None else found]))[0])
+        if epoch < 0:
+            log.warning("resume: no valid checkpoint under %s; starting from scratch", store.directory)
+        else:
+            state = store.load(epoch)
+            if state is None:
+                raise RuntimeError(f"rank {comm.rank} cannot read checkpoint {store.path(epoch)}")
+            check_architecture(state["architecture"], model.arch, store.path(epoch))
+            if state["config"] != cfg.to_dict():
+                log.warning("resume: config differs from the checkpoint's (architecture unchanged)")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, best, best_epoch = state["epoch"] + 1, state["best_metric"], state["best_epoch"]
+            bad_epochs, history, best_state = state["bad_epochs"], state["history"], state["best_model"]
+            log.info("resumed from %s (epoch %d, best %s %.4f)", store.path(epoch), epoch + 1,
+                     EARLY_STOP_METRIC, best)
+    elif comm.rank == 0:
+        store.clear()
+    comm.sync_state(model, optimizer)
+    comm.barrier()
+
+    item_counts = read_item_counts(data_dir / ITEM_COUNTS, meta.num_items)
+    loss_fn = LossComputer(tc.loss, item_counts, meta.negative_alpha, meta.num_negatives,
+                           tc.batch_size, tc.in_batch_negatives, tc.logq_correction, tc.bpr_reg)
+    batches = ShardBatches(data_dir / TRAINING_EXAMPLES, tc.batch_size, steps, comm.rank, comm.size,
+                           tc.seed, tc.shuffle_buffer, tc.reader_workers)
+    validation = read_eval_split(data_dir / VALIDATION, comm.rank, comm.size)
+    stopped_early = False
+
+    for epoch in range(start_epoch, tc.epochs):
+        if bad_epochs >= tc.patience:
+            stopped_early = True
+            break
+        seed_everything(tc.seed, epoch, comm.rank)
+        train_model.train()
+        loss_sum, started = 0.0, time.perf_counter()
+        progress = _progress(comm.rank == 0, steps, f"epoch {epoch + 1}/{tc.epochs}")
+        for step, batch in enumerate(batches.epoch(epoch), start=1):
+            optimizer.zero_grad()
+            loss = loss_fn(model, train_model(batch[INPUT]), batch[TARGET], batch["negatives"])
+            loss.backward()
+            comm.step(model, optimizer, tc.grad_clip)
+            scheduler.step()
+            loss_sum += loss.item()
+            if progress is not None:
+                rate = step * tc.batch_size * comm.size / (time.perf_counter() - started)
+                progress.set_postfix(loss=f"{loss_sum / step:.4f}", ex_s=f"{rate:.0f}")
+                progress.update()
+        if progress is not None:
+            progress.close()
+        train_loss = float(comm.allreduce_sum(torch.tensor([loss_sum / steps]))[0]) / comm.size
+        metrics = averaged_metrics(split_ranks(model, validation, tc.eval_batch_size), comm)
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "validation": metrics,
+                        "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started})
+        if metrics[EARLY_STOP_METRIC] > best:
+            best, best_epoch, bad_epochs = metrics[EARLY_STOP_METRIC], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        log.info("epoch %d/%d: train loss %.4f, validation %s %.4f (best %.4f at epoch %d)",
+                 epoch + 1, tc.epochs, train_loss, EARLY_STOP_METRIC, metrics[EARLY_STOP_METRIC],
+                 best, best_epoch + 1)
+        if comm.rank == 0:
+            store.save(epoch, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "best_metric": best, "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs, "best_model": best_state, "history": history,
+                "architecture": model.arch, "config": cfg.to_dict(), "model_version": version,
+                "ds": ds,
+            })
+        comm.barrier()
+
+    fingerprint = parameter_fingerprint(model)
+    rank_fingerprints = _gather_fingerprints(fingerprint, comm)
+    if len(set(rank_fingerprints)) != 1:
+        raise RuntimeError(f"parameters diverged across ranks: {rank_fingerprints}")
+    artifact = models_root(cfg.storage.root) / version
+    if best_state is None:
+        raise RuntimeError("no epoch was trained (train.epochs is 0 or the run had already ended)")
+    best_metrics = next(h["validation"] for h in history if h["epoch"] == best_epoch + 1)
+    summary = {
+        "model_version": version, "ds": ds, "item_index_version": meta.item_index_version,
+        "num_items": meta.num_items, "best_epoch": best_epoch + 1, "epochs_run": len(history),
+        "stopped_early": stopped_early, "early_stopping_metric": EARLY_STOP_METRIC,
+        "validation": best_metrics, "history": history, "loss": tc.loss,
+        "world_size": comm.size, "backend": tc.backend, "config_hash": cfg.hash(),
+    }
+    if comm.rank == 0:
+        final = LSTMRecommender(**model.arch)
+        final.load_state_dict(best_state)
+
+        def write(directory: Path) -> None:
+            save_model(final, directory)
+            cfg.save(directory / "config.yaml")
+            (directory / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+            _plot_curves(history, directory / "training_curve.png")
+
+        _publish_artifact(artifact, write)
+        register(models_root(cfg.storage.root), version, best_metrics, ds=ds,
+                 item_index_version=meta.item_index_version, artifact=str(artifact),
+                 best_epoch=best_epoch + 1, config_hash=cfg.hash())
+        log.info("model %s written to %s (validation %s %.4f)", version, artifact,
+                 EARLY_STOP_METRIC, best)
+    comm.barrier()
+    return {"model_version": version, "artifact": str(artifact), "validation": best_metrics,
+            "best_epoch": best_epoch + 1, "epochs_run": len(history), "rank": comm.rank,
+            "fingerprint": fingerprint, "rank_fingerprints": rank_fingerprints}
+
+
+def _gather_fingerprints(fingerprint: str, comm: Comm) -> list[str]:
+    raw = torch.tensor(list(bytes.fromhex(fingerprint)), dtype=torch.uint8)
+    return [bytes(row.tolist()).hex() for row in comm.allgather(raw)]
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="step", leave=False)
