@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "generate-events": ("jobs.generate_events", "generate synthetic events into recsys.events"),
     "import-events": ("jobs.import_events", "import a public dataset file into recsys.events"),
+    "evaluate": ("jobs.evaluate", "offline evaluation of baselines and a model for a night (--ds)"),
     "train": ("jobs.train", "train the LSTM recommender for a night and register the model"),
     "build-sequences": ("jobs.build_sequences", "build vocabulary, sequences, splits and training examples"),
 }

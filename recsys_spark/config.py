@@ -126,12 +126,40 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    protocols: list[str] = field(default_factory=lambda: ["leave_last_out", "temporal"])
+    """leave_last_out (the dataset's test split when it was built that way) and/or temporal (every
+    event after the cut-off of sequences.temporal_cutoff_days is a query)."""
+    splits: list[str] = field(default_factory=lambda: ["test"])
+    """test and/or validation."""
+    baselines: list[str] = field(default_factory=lambda: [
+        "most_popular", "recently_popular", "transitions", "sknn", "als"])
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
+    mask_seen: bool = True
+    batch_size: int = 512
+    max_queries: int = 0
+    """Evaluate a seeded random sample of at most this many queries per split (0 = all)."""
+    seed: int = 11
+    recent_days: int = 7
+    sknn_k: int = 100
+    sknn_sample_size: int = 500
+    """Neighbours are chosen among this many most recent sequences sharing an item (0 = all)."""
+    sknn_decay: str = "div"
+    """Position weights of the query: div (1/distance from the last item), linear or same."""
+    als_rank: int = 64
+    als_max_iter: int = 10
+    als_reg: float = 0.1
+    als_alpha: float = 1.0
+
+
+@dataclass
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     sequences: SequencesConfig = field(default_factory=SequencesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
