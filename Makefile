@@ -8,12 +8,13 @@ STAMP  := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install nightly test test-all benchmark clean-var clean help
+.PHONY: install nightly test benchmark dist clean-var clean help
 
 help:
 	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first)"
 	@echo "make test      - run the test suite (installs first)"
 	@echo "make benchmark - run the benchmarks (slow; writes benchmarks/results/*.json)"
+	@echo "make dist      - build dist/*.whl and dist/recsys_spark.zip (spark-submit --py-files)"
 	@echo "make clean-var - delete the local warehouse, metastore and artifacts under ./var"
 
 $(BIN)/python:
@@ -35,6 +36,12 @@ test: install
 
 benchmark: install
 	$(BIN)/python -m pytest -q -m benchmark -s
+
+dist: install
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	$(BIN)/python scripts/package_zip.py dist/recsys_spark.zip
+	cp -r jobs conf dist/
 
 clean-var:
 	rm -rf var spark-warehouse metastore_db derby.log

@@ -5,6 +5,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "nightly": ("jobs.nightly", "run the whole pipeline for a night (--ds) or a backfill (--start/--end)"),
     "generate-events": ("jobs.generate_events", "generate synthetic events into recsys.events"),
     "import-events": ("jobs.import_events", "import a public dataset file into recsys.events"),
     "evaluate": ("jobs.evaluate", "offline evaluation of baselines and a model for a night (--ds)"),

@@ -153,12 +153,20 @@ class EvaluateConfig:
 
 
 @dataclass
+class NightlyConfig:
+    source: str = "synthetic"
+    """'synthetic': nights missing from recsys.events are generated (synthetic.days of history on first
+    use); 'table': events are expected in recsys.events and a missing night fails the run."""
+
+
+@dataclass
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     sequences: SequencesConfig = field(default_factory=SequencesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,13 +265,24 @@ def _resolve_conf_path(name: str) -> Path:
     raise ConfigError(f"config file '{name}' not found (looked at {path} and {candidate})")
 
 
+def _base_layer(conf_path: Optional[Path]) -> Optional[Path]:
+    """``base.yaml`` beside the chosen file (so a deployed conf/ directory is self-contained), else
+    the project's; None when neither exists (code shipped as a zip: the dataclass defaults mirror
+    base.yaml, which a test enforces)."""
+    for directory in ([conf_path.parent] if conf_path else []) + [CONF_DIR]:
+        if (directory / "base.yaml").exists():
+            return directory / "base.yaml"
+    return None
+
+
 def load_config(conf: str | Path | None = "local", overrides: Optional[list[str]] = None) -> Config:
-    """Build the config: defaults, then ``conf/base.yaml``, then ``conf`` (a path or a name in
-    ``conf/``), then each ``section.key=value`` override in order."""
+    """Build the config: defaults, then ``base.yaml``, then ``conf`` (a path or a name in ``conf/``),
+    then each ``section.key=value`` override in order."""
     cfg = Config()
-    layers = [CONF_DIR / "base.yaml"]
+    conf_path = None
     if conf is not None and Path(str(conf)).name not in ("base", "base.yaml"):
-        layers.append(_resolve_conf_path(str(conf)))
+        conf_path = _resolve_conf_path(str(conf))
+    layers = [p for p in (_base_layer(conf_path), conf_path) if p is not None]
     for layer in layers:
         try:
             data = yaml.safe_load(Path(layer).read_text()) or {}

@@ -52,3 +52,12 @@ def write_rejected(spark: SparkSession, database: str, rejected: DataFrame, ds: 
         spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({S.DS}='{ds}', {S.STAGE}='{stage}')")
     rejected.unpersist()
     return counts
+
+
+def existing_nights(spark: SparkSession, database: str, start: str, end: str) -> set[str]:
+    """The ``ds`` partitions of ``recsys.events`` in ``[start, end]`` (from the metastore, no scan)."""
+    table = events_table(database)
+    if not spark.catalog.tableExists(table):
+        return set()
+    nights = {row[0].split("=", 1)[1] for row in spark.sql(f"SHOW PARTITIONS {table}").collect()}
+    return {d for d in nights if start <= d <= end}

@@ -55,11 +55,19 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     return conf
 
 
+def launched_by_spark_submit() -> bool:
+    """Under spark-submit the JVM starts first and hands Python its gateway port: the master and the
+    driver's JVM options then come from the spark-submit command line, not from the config."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def get_spark(cfg: Config) -> SparkSession:
     """Create (or return the active) SparkSession for ``cfg`` and make sure the database exists."""
     # Python workers must run the interpreter that runs the driver (the project's virtualenv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.master(cfg.spark.master).appName(cfg.spark.app_name)
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    if not launched_by_spark_submit():
+        builder = builder.master(cfg.spark.master)
     for key, value in spark_conf(cfg).items():
         builder = builder.config(key, value)
     if cfg.spark.hive:
@@ -67,6 +75,6 @@ def get_spark(cfg: Config) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.storage.database}")
-    log.info("Spark %s master=%s hive=%s database=%s", spark.version, cfg.spark.master,
+    log.info("Spark %s master=%s hive=%s database=%s", spark.version, spark.sparkContext.master,
              cfg.spark.hive, cfg.storage.database)
     return spark

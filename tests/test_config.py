@@ -73,3 +73,9 @@ def test_saved_config_round_trips(tmp_path):
 def test_cluster_example_loads():
     cfg = load_config("cluster")
     assert cfg.spark.master == "yarn" and cfg.spark.metastore_dir is None
+
+
+def test_dataclass_defaults_mirror_base_yaml():
+    # Code shipped without conf/ (a --py-files zip) falls back on the dataclass defaults.
+    from recsys_spark.config import Config
+    assert load_config("base").to_dict() == Config().to_dict()
