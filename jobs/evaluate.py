@@ -1,4 +1,4 @@
-"""Offline evaluation of one night: baselines (and a trained model) under the configured protocols,
+"""Offline evaluation of one night: baselines and trained models under the configured protocols,
 written to ``recsys.offline_metrics`` and a report under ``<storage.root>/reports/ds=<ds>/``."""
 from __future__ import annotations
 
@@ -7,16 +7,27 @@ import sys
 from recsys_spark.evaluation import run_evaluation
 from recsys_spark.runtime import init_job, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
+from training.registry import models_root, production_version
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--ds", type=parse_ds, required=True, help="the night to evaluate (YYYY-MM-DD)")
-    parser.add_argument("--model-version", help="registered model to evaluate (default: baselines only)")
+    parser.add_argument("--model-version", action="append", default=[],
+                        help="registered model to evaluate (repeatable; default: baselines only)")
+    parser.add_argument("--with-production", action="store_true",
+                        help="also evaluate the registry's production model, on the same queries")
     args = parser.parse_args(argv)
     cfg = init_job(args)
+    versions = list(dict.fromkeys(args.model_version))
+    if args.with_production:
+        production = production_version(models_root(cfg.storage.root))
+        if production is None:
+            log.info("no production model registered yet")
+        elif production not in versions:
+            versions.append(production)
     spark = get_spark(cfg)
-    results, report = run_evaluation(spark, cfg, args.ds.isoformat(), args.model_version)
+    results, report = run_evaluation(spark, cfg, args.ds.isoformat(), versions)
     log.info("evaluated %d scorer/protocol/split combinations; report %s", len(results), report)
     return 0
 

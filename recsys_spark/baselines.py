@@ -188,10 +188,13 @@ class Transitions:
         self._indptr = np.cumsum(self._indptr)
         self._popularity = torch.as_tensor(data.popularity)
         self._base = int(data.popularity.max()) + 1
+        self._popularity_f32 = self._popularity.float()
+        largest = (int(self._count.max()) if len(pdf) else 0) * self._base + self._base - 1
+        self._float32_exact = largest < _FLOAT32_EXACT
         self.num_pairs = len(pdf)
 
-    def counts_after(self, last: np.ndarray) -> torch.Tensor:
-        """Dense int64[B, N] transition counts out of each row's ``last`` item (0 for padding)."""
+    def counts_after(self, last: np.ndarray, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """Dense [B, N] transition counts out of each row's ``last`` item (0 for padding)."""
         if len(last) and (last.min() < 0 or last.max() >= len(self._popularity)):
             raise ValueError(f"query item outside [0, {len(self._popularity)})")
         start, stop = self._indptr[last], self._indptr[last + 1]
@@ -199,12 +202,15 @@ class Transitions:
         rows = np.repeat(np.arange(len(last)), lengths)
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         flat = np.repeat(start, lengths) + offsets
-        dense = torch.zeros(len(last), len(self._popularity), dtype=torch.int64)
-        dense[torch.as_tensor(rows), torch.as_tensor(self._next[flat])] = torch.as_tensor(self._count[flat])
+        dense = torch.zeros(len(last), len(self._popularity), dtype=dtype)
+        dense[torch.as_tensor(rows), torch.as_tensor(self._next[flat])] = torch.as_tensor(
+            self._count[flat]).to(dtype)
         return dense
 
     def score_batch(self, inputs: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         last = inputs[:, -1].numpy().astype(np.int64)
+        if self._float32_exact:  # the common case: build the keys in float32 directly
+            return self.counts_after(last, torch.float32) * self._base + self._popularity_f32
         return exact_float32(self.counts_after(last) * self._base + self._popularity)
 
 

@@ -41,6 +41,9 @@ from pyspark.sql import types as T
 
 from recsys_spark import baselines as B
 from recsys_spark import schemas as S
+from recsys_spark.build import USER_SEQUENCES
+from recsys_spark.datasets import METADATA, DatasetMetadata, dataset_dir
+from recsys_spark.sequences import day_end
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
 from training.metrics import ranking_metrics, target_ranks
 
@@ -213,6 +216,7 @@ class EvalResult:
     n_skipped: int
     seconds: float
     ranks: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    model_version: str = BASELINE_VERSION
 
 
 def evaluate(score_batch: Scorer, queries: Queries, popularity: np.ndarray, *, name: str,
@@ -286,15 +290,16 @@ def evaluate_baselines(data: B.FitData, queries: Queries, names: Sequence[str], 
 
 # --- offline_metrics table and report ------------------------------------------------------------
 
-def metric_rows(results: Sequence[EvalResult], model_version: str, ds: str) -> pd.DataFrame:
-    """Long-format rows of ``offline_metrics`` for ``results`` (all from one ``model_version``)."""
+def metric_rows(results: Sequence[EvalResult], ds: str) -> pd.DataFrame:
+    """Long-format rows of ``offline_metrics`` for ``results``."""
     rows = []
     for r in results:
+        head = (r.model_version, r.name, r.protocol, r.split)
         for key, value in r.metrics.items():
             metric, k = key.split("@")
-            rows.append((model_version, r.name, r.protocol, r.split, metric, int(k), float(value), ds))
-        rows += [(model_version, r.name, r.protocol, r.split, "n_queries", 0, float(r.n_queries), ds),
-                 (model_version, r.name, r.protocol, r.split, "n_skipped", 0, float(r.n_skipped), ds)]
+            rows.append((*head, metric, int(k), float(value), ds))
+        rows += [(*head, "n_queries", 0, float(r.n_queries), ds),
+                 (*head, "n_skipped", 0, float(r.n_skipped), ds)]
     return pd.DataFrame(rows, columns=OFFLINE_METRICS_SCHEMA.fieldNames())
 
 
@@ -358,7 +363,8 @@ def write_report(results: Sequence[EvalResult], directory: str | Path, title: st
                   "| scorer | " + " | ".join(columns) + " | seconds |",
                   "|---|" + "---|" * (len(columns) + 1)]
         for r in group:
-            lines.append(f"| {r.name} | " + " | ".join(f"{r.metrics[c]:.4f}" for c in columns)
+            label = r.name if r.model_version == BASELINE_VERSION else f"{r.name} {r.model_version}"
+            lines.append(f"| {label} | " + " | ".join(f"{r.metrics[c]:.4f}" for c in columns)
                          + f" | {r.seconds:.1f} |")
         plot = directory / f"{stem}_{protocol}_{split}.png"
         shown = [m for m in PLOT_METRICS if m in group[0].metrics]
@@ -366,7 +372,8 @@ def write_report(results: Sequence[EvalResult], directory: str | Path, title: st
         width = 0.8 / len(group)
         x = np.arange(len(shown))
         for i, r in enumerate(group):
-            ax.bar(x + i * width, [r.metrics[m] for m in shown], width, label=r.name)
+            label = r.name if r.model_version == BASELINE_VERSION else f"{r.name} {r.model_version}"
+            ax.bar(x + i * width, [r.metrics[m] for m in shown], width, label=label)
         ax.set_xticks(x + width * (len(group) - 1) / 2, shown)
         ax.set_title(f"{title}: {protocol} / {split}")
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -420,9 +427,6 @@ def _protocol_data(spark: SparkSession, cfg, sequences: DataFrame, protocol: str
     """(fit sequences, queries) of one protocol and split for night ``ds``. Leave-last-out uses the
     dataset's own ``test``/``validation`` Parquet when the dataset was split that way, so the model
     is evaluated on exactly the rows it was validated on; otherwise queries are built here."""
-    from recsys_spark.datasets import dataset_dir
-    from recsys_spark.sequences import day_end
-
     if protocol == LEAVE_LAST_OUT:
         fit, queries = leave_last_out(sequences, split)
         if meta is not None and meta.split == LEAVE_LAST_OUT:
@@ -438,19 +442,18 @@ def _protocol_data(spark: SparkSession, cfg, sequences: DataFrame, protocol: str
     raise ValueError(f"protocol '{protocol}' cannot run nightly (choose {LEAVE_LAST_OUT}, {TEMPORAL})")
 
 
-def run_evaluation(spark: SparkSession, cfg, ds: str, model_version: Optional[str] = None,
-                   scorer: Optional[Scorer] = None) -> tuple[list[EvalResult], Path]:
-    """Evaluate the configured baselines (and the model ``model_version``, loaded from the registry
-    unless ``scorer`` is given) on night ``ds`` under every configured protocol and split; write the
-    rows into ``offline_metrics`` and the report under ``<storage.root>/reports/ds=<ds>/``."""
-    from recsys_spark.build import USER_SEQUENCES
-    from recsys_spark.datasets import DatasetMetadata, dataset_dir
-
+def run_evaluation(spark: SparkSession, cfg, ds: str, model_versions: Sequence[str] = (),
+                   scorers: Optional[dict[str, Scorer]] = None) -> tuple[list[EvalResult], Path]:
+    """Evaluate the configured baselines and each model of ``model_versions`` (loaded from the
+    registry unless ``scorers`` maps the version to a score function) on night ``ds`` under every
+    configured protocol and split, on identical queries; write the rows into ``offline_metrics`` and
+    the report under ``<storage.root>/reports/ds=<ds>/``. Evaluating candidate and production in one
+    run gives the gate both on the same night."""
     ev = cfg.evaluate
     sequences = (spark.table(qualified(cfg.storage.database, USER_SEQUENCES))
                  .where(F.col(S.DS) == ds).select(S.USER_ID, S.ITEM_IDX, S.TS))
     meta_dir = dataset_dir(cfg.storage.root, ds)
-    meta = DatasetMetadata.load(meta_dir) if (meta_dir / "metadata.json").exists() else None
+    meta = DatasetMetadata.load(meta_dir) if (meta_dir / METADATA).exists() else None
     if meta is not None:
         num_items = meta.num_items
     else:
@@ -458,32 +461,32 @@ def run_evaluation(spark: SparkSession, cfg, ds: str, model_version: Optional[st
         if largest is None:
             raise ValueError(f"no user_sequences for ds={ds}: run build-sequences for this night first")
         num_items = largest + 1
-    if model_version and scorer is None:
-        scorer = model_scorer(cfg.storage.root, model_version, num_items)
-    baseline_results, model_results = [], []
+    scorers = dict(scorers or {})
+    for version in model_versions:
+        if version not in scorers:
+            scorers[version] = model_scorer(cfg.storage.root, version, num_items)
+    results = []
     for protocol in ev.protocols:
         for split in ev.splits:
             fit, query_df = _protocol_data(spark, cfg, sequences, protocol, split, ds, meta)
             queries = sample_queries(collect_queries(query_df, cfg.sequences.window_length),
                                      ev.max_queries, ev.seed)
             data = B.prepare_fit_data(fit, num_items)
-            baseline_results += evaluate_baselines(data, queries, ev.baselines, ev, protocol=protocol,
-                                                   split=split, mask_seen=ev.mask_seen)
-            if scorer is not None:
-                model_results.append(evaluate(scorer, queries, data.popularity, name=MODEL_NAME,
-                                              protocol=protocol, split=split, ks=ev.ks,
-                                              mask_seen=ev.mask_seen, batch_size=ev.batch_size))
+            results += evaluate_baselines(data, queries, ev.baselines, ev, protocol=protocol,
+                                          split=split, mask_seen=ev.mask_seen)
+            for version, scorer in scorers.items():
+                result = evaluate(scorer, queries, data.popularity, name=MODEL_NAME, protocol=protocol,
+                                  split=split, ks=ev.ks, mask_seen=ev.mask_seen,
+                                  batch_size=ev.batch_size)
+                result.model_version = version
+                results.append(result)
             data.sequences.unpersist()
-    rows = metric_rows(baseline_results, BASELINE_VERSION, ds)
-    if model_results:
-        rows = pd.concat([rows, metric_rows(model_results, model_version or MODEL_NAME, ds)],
-                         ignore_index=True)
-    table = write_offline_metrics(spark, cfg.storage.database, rows, ds)
-    notes = [f"- night: {ds}", f"- model_version: {model_version or 'none (baselines only)'}",
+    table = write_offline_metrics(spark, cfg.storage.database, metric_rows(results, ds), ds)
+    versions = "+".join(scorers) or "baselines"
+    notes = [f"- night: {ds}", f"- model versions: {', '.join(scorers) or 'none (baselines only)'}",
              f"- items (vector size): {num_items}; input length: {cfg.sequences.window_length}",
              f"- seen items masked: {ev.mask_seen}; rows in `{table}`"]
-    report = write_report(baseline_results + model_results,
-                          Path(cfg.storage.root) / "reports" / f"ds={ds}",
-                          f"evaluate_{model_version or 'baselines'}", notes)
+    report = write_report(results, Path(cfg.storage.root) / "reports" / f"ds={ds}",
+                          f"evaluate_{versions}", notes)
     log.info("report: %s", report)
-    return baseline_results + model_results, report
+    return results, report

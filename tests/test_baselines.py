@@ -170,3 +170,13 @@ def test_build_baseline_by_name(data):
     assert [B.build_baseline(n, data, ev).name for n in B.BASELINES[:4]] == list(B.BASELINES[:4])
     with pytest.raises(ValueError, match="unknown baseline"):
         B.build_baseline("random", data, ev)
+
+
+def test_transitions_float32_fast_path_orders_like_the_exact_keys(data):
+    baseline = B.Transitions(data)
+    query = q([5, 2], [4], [1], [3])
+    fast = baseline.score_batch(query, NONE)
+    baseline._float32_exact = False
+    exact = baseline.score_batch(query, NONE)
+    for f, e in zip(fast, exact):  # same order and the same ties, row by row
+        assert torch.equal(f.unsqueeze(0) < f.unsqueeze(1), e.unsqueeze(0) < e.unsqueeze(1))

@@ -16,7 +16,7 @@ from recsys_spark import schemas as S
 from recsys_spark.build import USER_SEQUENCES
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
 from training.model import LSTMRecommender, save_model
-from training.registry import models_root, register
+from training.registry import models_root, register, set_production
 
 DS = "2026-11-26"
 NUM_ITEMS = 9
@@ -77,16 +77,20 @@ def test_job_scores_a_registered_model_and_keeps_other_versions(spark, night):
                  f"spark.metastore_dir={night.spark.metastore_dir}"]
     argv = ["--ds", DS, "--conf", "local"] + [a for o in overrides for a in ("--set", o)]
     assert job.main(argv + ["--model-version", "m1"]) == 0
-    assert job.main(argv + ["--model-version", "m2"]) == 0
+    set_production(models_root(night.storage.root), "m1")
+    assert job.main(argv + ["--model-version", "m2", "--with-production"]) == 0
     rows = metrics_table(spark, night)
     versions = {r.model_version for r in rows.select("model_version").distinct().collect()}
-    assert versions == {E.BASELINE_VERSION, "m1", "m2"}  # m2's run kept m1's rows
+    assert versions == {E.BASELINE_VERSION, "m1", "m2"}
     m1 = E.read_offline_metrics(spark, night.storage.database, DS, "m1")
     assert m1["n_queries@0"] == 10 and 0.0 <= m1["ndcg@10"] <= 1.0
     # an untrained model is still ranked over the same queries; same weights, same numbers
     assert m1 == E.read_offline_metrics(spark, night.storage.database, DS, "m2")
-    report = Path(night.storage.root) / "reports" / f"ds={DS}" / "evaluate_m2.md"
-    assert "| model |" in report.read_text()
+    report = Path(night.storage.root) / "reports" / f"ds={DS}" / "evaluate_m2_m1.md"
+    assert "| model m2 |" in report.read_text() and "| model m1 |" in report.read_text()
+    # a run of m2 alone replaces m2's rows and keeps m1's
+    assert job.main(argv + ["--model-version", "m2"]) == 0
+    assert E.read_offline_metrics(spark, night.storage.database, DS, "m1") == m1
 
 
 def test_model_scorer_with_an_older_vocabulary_scores_new_items_minus_inf(night):
