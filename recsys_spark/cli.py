@@ -8,9 +8,13 @@ COMMANDS = {
     "nightly": ("jobs.nightly", "run the whole pipeline for a night (--ds) or a backfill (--start/--end)"),
     "generate-events": ("jobs.generate_events", "generate synthetic events into recsys.events"),
     "import-events": ("jobs.import_events", "import a public dataset file into recsys.events"),
-    "evaluate": ("jobs.evaluate", "offline evaluation of baselines and a model for a night (--ds)"),
-    "train": ("jobs.train", "train the LSTM recommender for a night and register the model"),
     "build-sequences": ("jobs.build_sequences", "build vocabulary, sequences, splits and training examples"),
+    "train": ("jobs.train", "train the LSTM recommender for a night and register the model"),
+    "evaluate": ("jobs.evaluate", "offline evaluation of baselines and a model for a night (--ds)"),
+    "gate": ("jobs.gate", "promote a candidate model to production if it passes the metric gate"),
+    "score": ("jobs.score", "score every user and publish the night's recommendations partition"),
+    "rollback": ("jobs.rollback", "point production back at an earlier model version"),
+    "recommend": ("jobs.recommend", "print a user's published recommendations"),
 }
 
 USAGE = "usage: recsys COMMAND [options]   (recsys COMMAND --help for a command's options)\n\ncommands:\n"

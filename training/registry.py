@@ -53,11 +53,22 @@ def register(root: str | Path, version: str, metrics: dict[str, Any], **info: An
     return entry
 
 
-def set_production(root: str | Path, version: str) -> None:
+def set_production(root: str | Path, version: str, reason: str = "") -> None:
+    """Point production at ``version``; every move is appended to ``history`` (for rollback/audit)."""
     with _locked(Path(root)) as registry:
         if version not in registry["versions"]:
             raise KeyError(f"model version {version!r} is not registered in {root}")
         registry["production"] = version
+        registry.setdefault("history", []).append(
+            {"version": version, "at": dt.datetime.now(dt.timezone.utc).isoformat(), "reason": reason})
+
+
+def previous_production(root: str | Path) -> Optional[str]:
+    """The production version before the current one (None if there never was another)."""
+    registry = load_registry(root)
+    current = registry["production"]
+    earlier = [h["version"] for h in registry.get("history", []) if h["version"] != current]
+    return earlier[-1] if earlier else None
 
 
 def production_version(root: str | Path) -> Optional[str]:

@@ -1,0 +1,30 @@
+"""Score every user of a night with the production (or a given) model and publish recommendations."""
+from __future__ import annotations
+
+import sys
+
+from recsys_spark.publish import PublishError
+from recsys_spark.runtime import init_job, job_parser, log, parse_ds
+from recsys_spark.serve import NoModelError, score_night
+from recsys_spark.session import get_spark
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = job_parser(__doc__)
+    parser.add_argument("--ds", type=parse_ds, required=True, help="the night to score (YYYY-MM-DD)")
+    parser.add_argument("--model-version", help="registered model to use (default: production)")
+    args = parser.parse_args(argv)
+    cfg = init_job(args)
+    spark = get_spark(cfg)
+    try:
+        result = score_night(spark, cfg, args.ds.isoformat(), args.model_version)
+    except (NoModelError, PublishError) as exc:
+        log.error("score failed for %s: %s", args.ds, exc)
+        return 3
+    log.info("published %d users for %s with %s (%s)", result["rows"], args.ds, result["model_version"],
+             result["sources"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
