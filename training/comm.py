@@ -2,14 +2,57 @@
 
 The loop is written once against :class:`Comm`; only gradient averaging, state broadcast and the
 few collectives differ per backend.
+
+A rank whose peer died or hangs would otherwise wait in a collective forever: Horovod's negotiation
+does not honour HOROVOD_GLOO_TIMEOUT_SECONDS (a rank blocked 5 minutes on a sleeping peer in our
+tests), so multi-rank backends run a :class:`Watchdog` that ends the process with a clear message
+when one collective or training step outlasts ``train.timeout_s``; the launcher then fails the job.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import os
+import sys
+import threading
+import time
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_EXIT_CODE = 75
+
+
+class Watchdog:
+    """Exits this process when a guarded call runs longer than ``timeout_s``."""
+
+    def __init__(self, timeout_s: float, rank: int):
+        self.timeout_s, self.rank = timeout_s, rank
+        self._since: float | None = None
+        self._what = ""
+        threading.Thread(target=self._watch, name="training-watchdog", daemon=True).start()
+
+    @contextlib.contextmanager
+    def guard(self, what: str):
+        self._since, self._what = time.monotonic(), what
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(5.0, self.timeout_s / 4))
+            since = self._since
+            if since is not None and time.monotonic() - since > self.timeout_s:
+                message = (f"rank {self.rank}: {self._what} has not finished after {self.timeout_s:.0f}s "
+                           "(train.timeout_s); a peer rank is dead or hung - failing the job")
+                log.error(message)
+                print(message, file=sys.stderr, flush=True)
+                os._exit(WATCHDOG_EXIT_CODE)
 
 
 class Comm:
@@ -17,6 +60,10 @@ class Comm:
 
     rank = 0
     size = 1
+
+    def guard(self, what: str):
+        """Context for a call that needs every rank (bounded by the watchdog where there is one)."""
+        return contextlib.nullcontext()
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         """The module to call for training and the optimizer to step (backend wrappers)."""
@@ -49,8 +96,8 @@ class HorovodComm(Comm):
     """Horovod (Gloo): DistributedOptimizer averages gradients; rank 0's state is broadcast."""
 
     def __init__(self, threads_per_proc: int, timeout_s: int):
-        # Read by Horovod's Gloo context at init: a collective waiting on a dead peer fails after
-        # this long instead of hanging the job.
+        # Read by Horovod's Gloo context at init; it bounds Gloo's own connects and transfers, but
+        # not Horovod's negotiation of a collective, which the watchdog covers.
         os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(timeout_s))
         import horovod.torch as hvd
 
@@ -58,13 +105,18 @@ class HorovodComm(Comm):
         hvd.init()
         torch.set_num_threads(threads_per_proc)
         self.rank, self.size = hvd.rank(), hvd.size()
+        self.guard = Watchdog(timeout_s, self.rank).guard
 
     def wrap(self, model, optimizer):
         return model, self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
 
     def sync_state(self, model, optimizer):
-        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        with self.guard("broadcast of rank 0's state"):
+            self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+            # On a fresh start the state is empty everywhere; Horovod would fill it with a dummy
+            # optimizer step first, which changes Adam's step count relative to other backends.
+            if optimizer.state_dict()["state"]:
+                self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
     def step(self, model, optimizer, grad_clip):
         # Clip the averaged gradients: finish the allreduce first, then step without re-syncing.
@@ -75,16 +127,20 @@ class HorovodComm(Comm):
             optimizer.step()
 
     def allreduce_sum(self, values):
-        return self.hvd.allreduce(values, op=self.hvd.Sum)
+        with self.guard("allreduce"):
+            return self.hvd.allreduce(values, op=self.hvd.Sum)
 
     def allgather(self, values):
-        return self.hvd.allgather(values.unsqueeze(0))
+        with self.guard("allgather"):
+            return self.hvd.allgather(values.unsqueeze(0))
 
     def broadcast(self, values):
-        return self.hvd.broadcast(values, root_rank=0)
+        with self.guard("broadcast"):
+            return self.hvd.broadcast(values, root_rank=0)
 
     def barrier(self):
-        self.hvd.allreduce(torch.zeros(1), op=self.hvd.Sum)
+        with self.guard("barrier"):
+            self.hvd.allreduce(torch.zeros(1), op=self.hvd.Sum)
 
 
 class DDPComm(Comm):
@@ -98,6 +154,7 @@ class DDPComm(Comm):
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=dt.timedelta(seconds=timeout_s))
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        self.guard = Watchdog(timeout_s, self.rank).guard
 
     def wrap(self, model, optimizer):
         from torch.nn.parallel import DistributedDataParallel
@@ -111,21 +168,25 @@ class DDPComm(Comm):
 
     def allreduce_sum(self, values):
         values = values.clone()
-        self.dist.all_reduce(values, op=self.dist.ReduceOp.SUM)
+        with self.guard("allreduce"):
+            self.dist.all_reduce(values, op=self.dist.ReduceOp.SUM)
         return values
 
     def allgather(self, values):
         out = [torch.empty_like(values) for _ in range(self.size)]
-        self.dist.all_gather(out, values.contiguous())
+        with self.guard("allgather"):
+            self.dist.all_gather(out, values.contiguous())
         return torch.stack(out)
 
     def broadcast(self, values):
         values = values.clone()
-        self.dist.broadcast(values, src=0)
+        with self.guard("broadcast"):
+            self.dist.broadcast(values, src=0)
         return values
 
     def barrier(self):
-        self.dist.barrier()
+        with self.guard("barrier"):
+            self.dist.barrier()
 
     def close(self) -> None:
         self.dist.destroy_process_group()

@@ -8,9 +8,10 @@
 * ``backend=single`` or ``num_proc=1``: in this process.
 
 Every rank reads its Petastorm shard and the storage root directly, so ``storage.root`` must be a
-filesystem all ranks share. A dead rank fails the job after ``train.timeout_s``: it bounds worker
-start-up (start_timeout) and every Gloo collective (HOROVOD_GLOO_TIMEOUT_SECONDS, the DDP process
-group timeout) instead of leaving the survivors blocked in allreduce forever.
+filesystem all ranks share. A dead or hung rank fails the job after ``train.timeout_s`` instead of
+leaving the survivors blocked in allreduce forever: it bounds worker start-up (start_timeout), Gloo
+(HOROVOD_GLOO_TIMEOUT_SECONDS, the DDP process group timeout) and, through each rank's watchdog
+(:class:`training.comm.Watchdog`), every collective and training step.
 """
 from __future__ import annotations
 

@@ -209,17 +209,23 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         train_model.train()
         loss_sum, started = 0.0, time.perf_counter()
         progress = _progress(comm.rank == 0, steps, f"epoch {epoch + 1}/{tc.epochs}")
-        for step, batch in enumerate(batches.epoch(epoch), start=1):
-            optimizer.zero_grad()
-            loss = loss_fn(model, train_model(batch[INPUT]), batch[TARGET], batch["negatives"])
-            loss.backward()
-            comm.step(model, optimizer, tc.grad_clip)
+        feed = batches.epoch(epoch)
+        for step in range(1, steps + 1):
+            # Reading the batch is inside the guard too: a rank stuck in its reader fails like one
+            # stuck in allreduce.
+            with comm.guard(f"training step {step} of epoch {epoch + 1}"):
+                batch = next(feed)
+                optimizer.zero_grad()
+                loss = loss_fn(model, train_model(batch[INPUT]), batch[TARGET], batch["negatives"])
+                loss.backward()
+                comm.step(model, optimizer, tc.grad_clip)
             scheduler.step()
             loss_sum += loss.item()
             if progress is not None:
                 rate = step * tc.batch_size * comm.size / (time.perf_counter() - started)
                 progress.set_postfix(loss=f"{loss_sum / step:.4f}", ex_s=f"{rate:.0f}")
                 progress.update()
+        feed.close()
         if progress is not None:
             progress.close()
         train_loss = float(comm.allreduce_sum(torch.tensor([loss_sum / steps]))[0]) / comm.size

@@ -1,0 +1,65 @@
+"""Real multi-process training: Horovod on Spark, horovodrun and torch DDP via TorchDistributor, on
+uneven Petastorm shards; every rank must finish with the same parameters, and a hung rank must fail
+the job within ``train.timeout_s`` (the watchdog) instead of blocking it."""
+import time
+
+import pytest
+
+from _training_data import DS, build_dataset, train_config
+from training.data import shard_row_counts
+from training.comm import WATCHDOG_EXIT_CODE
+from training.distributed import launch
+
+SIZES = (180, 30, 110, 80)  # no two files sum to 200: the 2 shards differ whatever the file order
+
+
+@pytest.fixture(scope="module")
+def root(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    path = build_dataset(spark, root, file_sizes=SIZES)
+    counts = shard_row_counts(path / "training_examples", 2)
+    assert counts[0] != counts[1]
+    return root
+
+
+def _check(result, root, version):
+    assert result["model_version"] == version
+    assert len(result["rank_fingerprints"]) == 2
+    assert len(set(result["rank_fingerprints"])) == 1  # identical parameters on both ranks
+    assert (root / "models" / version / "model.pt").exists()
+
+
+@pytest.mark.parametrize("backend,launcher", [("horovod", "spark"), ("horovod", "horovodrun"),
+                                              ("ddp", "spark")])
+def test_two_ranks_on_uneven_shards_end_in_sync(spark, cfg, root, backend, launcher):
+    c = train_config(cfg, root, epochs=2, backend=backend, launcher=launcher, num_proc=2, timeout_s=60)
+    started = time.monotonic()
+    result = launch(c, DS, spark, model_version=f"{backend}-{launcher}")
+    assert time.monotonic() - started < 120  # uneven shards did not stall an allreduce
+    _check(result, root, f"{backend}-{launcher}")
+
+
+def test_hung_rank_fails_within_the_timeout(spark, cfg, root):
+    import horovod.spark
+
+    cfg_dict = train_config(cfg, root, epochs=1, backend="horovod", num_proc=2, timeout_s=10).to_dict()
+
+    def hang_rank_one():
+        import time as _time
+
+        import horovod.torch as hvd
+
+        from training import data
+        from training.distributed import train_worker
+        hvd.init()
+        if hvd.rank() == 1:
+            def stuck_feed(self, epoch):
+                _time.sleep(300)  # alive, but its reader never delivers a batch
+                yield
+            data.ShardBatches.epoch = stuck_feed
+        return train_worker(cfg_dict, DS)
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=f"Exit code: {WATCHDOG_EXIT_CODE}"):
+        horovod.spark.run(hang_rank_one, num_proc=2, start_timeout=60, verbose=0)
+    assert time.monotonic() - started < 90
