@@ -3,7 +3,6 @@ corrupt checkpoint and refuses a changed architecture; the train job drives it."
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
