@@ -1,0 +1,213 @@
+"""Scoring output contract, masking, fallback, determinism, atomic idempotent publish and the gate."""
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from recsys_spark import schemas as S
+from recsys_spark.gate import decide, evaluate_gate
+from recsys_spark.publish import (PublishError, partition_location, recommendations_table, stage,
+                                  stage_and_publish)
+from recsys_spark.scoring import (GENERATED_AT, SCORED_SCHEMA, ModelPayload, ScoringSpec, id_lookup,
+                                  popularity_list, score_users, scoring_inputs)
+from training.model import LSTMRecommender, save_model
+
+DB = "score_test"
+N_MODEL_ITEMS = 7  # the model knows indices 1..6; index 7 is newer than the model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A real LSTMRecommender whose scores are exactly the item bias (zero embeddings): the expected
+    ranking is known by hand, with ties on purpose (items 2 and 3 share a score)."""
+    torch.manual_seed(0)
+    model = LSTMRecommender(N_MODEL_ITEMS, embedding_dim=4, hidden_size=4)
+    with torch.no_grad():
+        model.item_embedding.weight.zero_()
+        model.item_bias.copy_(torch.tensor([0.0, 5.0, 4.0, 4.0, 3.0, 2.0, 1.0]))
+    directory = tmp_path_factory.mktemp("model") / "v1"
+    save_model(model, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def index():
+    return pd.DataFrame({S.ITEM_ID: [f"i{k}" for k in range(1, 9)], S.ITEM_IDX: list(range(1, 9)),
+                         S.COUNT: [10, 50, 40, 30, 20, 60, 70, 5]})
+
+
+def sequences(spark, rows):
+    return spark.createDataFrame([(u, items, [dt.datetime(2026, 11, 20)] * len(items), len(items), "2026-11-20")
+                                  for u, items in rows], S.USER_SEQUENCES_SCHEMA)
+
+
+def run_scoring(spark, model_dir, index, rows, k=3, partitions=2, blocked=(), min_history=1):
+    inputs = scoring_inputs(sequences(spark, rows), window_length=4).repartition(partitions)
+    popular, pop_scores = popularity_list(index, set(blocked), k + 10)
+    spec = ScoringSpec(k=k, mask_seen=True, min_history=min_history, batch_size=2, threads=1)
+    return score_users(inputs, ModelPayload.from_artifact("v1", model_dir), id_lookup(index), popular, pop_scores,
+                       np.array(sorted(blocked), dtype=np.int64), spec)
+
+
+def recs(*items_scores):
+    return [{"rank": r + 1, "item_id": i, "score": s} for r, (i, s) in enumerate(items_scores)]
+
+
+def test_output_contract_masking_ties_and_fallback(spark, model_dir, index):
+    got = run_scoring(spark, model_dir, index, [
+        ("u1", [1]),        # seen item 1 masked; tie 2/3 broken by index
+        ("u2", [2, 4]),     # seen 2 and 4 masked
+        ("u3", [7, 8]),     # only items unknown to the model: popularity fallback minus seen
+    ])
+    expected = spark.createDataFrame([
+        ("u1", recs(("i2", 4.0), ("i3", 4.0), ("i4", 3.0)), "model", "v1"),
+        ("u2", recs(("i1", 5.0), ("i3", 4.0), ("i5", 2.0)), "model", "v1"),
+        ("u3", recs(("i6", 60 / 285), ("i2", 50 / 285), ("i3", 40 / 285)), "fallback", "v1"),
+    ], SCORED_SCHEMA)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True, allow_nan_equality=True)
+
+
+def test_blocklist_and_min_history(spark, model_dir, index):
+    got = {r.user_id: r for r in run_scoring(spark, model_dir, index, [("u1", [1]), ("u2", [1, 5])],
+                                             blocked=[2], min_history=2).collect()}
+    assert [x.item_id for x in got["u2"].recs] == ["i3", "i4", "i6"]  # 2 blocked, 1 and 5 seen
+    assert got["u1"].source == "fallback" and "i2" not in [x.item_id for x in got["u1"].recs]
+
+
+def test_seen_items_never_recommended_even_when_they_score_best(spark, model_dir, index):
+    rows = [(f"u{k}", [1, 2, 3][: k % 3 + 1]) for k in range(12)]
+    for row in run_scoring(spark, model_dir, index, rows).collect():
+        seen = {f"i{x}" for x in dict(rows)[row.user_id]}
+        assert not seen & {r.item_id for r in row.recs}
+
+
+def test_output_independent_of_partitioning(spark, model_dir, index):
+    rows = [(f"u{k}", [1 + k % 6, 1 + (k * 3) % 6]) for k in range(30)]
+    one = run_scoring(spark, model_dir, index, rows, partitions=1)
+    many = run_scoring(spark, model_dir, index, rows, partitions=7)
+    assert_df_equality(one, many, ignore_row_order=True)
+
+
+# --- publish ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def db(spark):
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {DB}")
+    return DB
+
+
+def night(spark, scored, ds):
+    return scored.withColumn(GENERATED_AT, F.lit(dt.datetime(2026, 11, 21))).withColumn(S.DS, F.lit(ds))
+
+
+def users_df(spark, rows):
+    return scoring_inputs(sequences(spark, rows), 4).select(S.USER_ID, S.SEEN)
+
+
+def vocabulary(spark, index):
+    return spark.createDataFrame(index[[S.ITEM_ID, S.ITEM_IDX]])
+
+
+def publish(spark, scored, users, vocab, ds, band=(0.5, 2.0)):
+    return stage_and_publish(spark, DB, night(spark, scored, ds), users, vocab, ds, k=3, mask_seen=True,
+                             band=list(band), partitions=2)
+
+
+def published(spark, ds):
+    return spark.table(recommendations_table(DB)).where(F.col(S.DS) == ds)
+
+
+def test_publish_is_idempotent_and_leaves_other_nights_alone(spark, db, model_dir, index):
+    rows = [(f"u{k}", [1 + k % 6]) for k in range(10)]
+    scored = run_scoring(spark, model_dir, index, rows).cache()
+    users, vocab = users_df(spark, rows), vocabulary(spark, index)
+    publish(spark, scored, users, vocab, "2026-11-19")
+    publish(spark, scored, users, vocab, "2026-11-20")
+    before_19 = sorted(map(str, published(spark, "2026-11-19").collect()))
+    first = sorted(map(str, published(spark, "2026-11-20").collect()))
+    result = publish(spark, scored, users, vocab, "2026-11-20")  # re-run the night
+    assert sorted(map(str, published(spark, "2026-11-20").collect())) == first
+    assert published(spark, "2026-11-20").count() == 10  # exactly one row per user, not doubled
+    assert sorted(map(str, published(spark, "2026-11-19").collect())) == before_19
+    assert result["replaced"] is not None
+
+
+def test_failed_check_keeps_the_published_partition(spark, db, model_dir, index):
+    rows = [(f"u{k}", [1 + k % 6]) for k in range(10)]
+    scored = run_scoring(spark, model_dir, index, rows).cache()
+    users, vocab = users_df(spark, rows), vocabulary(spark, index)
+    publish(spark, scored, users, vocab, "2026-11-22")
+    location = partition_location(spark, recommendations_table(DB), "2026-11-22")
+    before = sorted(map(str, published(spark, "2026-11-22").collect()))
+    broken = scored.union(scored.limit(1))  # a duplicated user
+    with pytest.raises(PublishError, match="duplicate_users: 1 rows"):
+        publish(spark, broken, users, vocab, "2026-11-22")
+    missing = scored.where(F.col(S.USER_ID) != "u3")
+    with pytest.raises(PublishError, match="missing_users: 1 rows"):
+        publish(spark, missing, users, vocab, "2026-11-22")
+    seen_recommended = scored.withColumn("recs", F.array(F.struct(F.lit(1).alias("rank"), F.lit("i1").alias("item_id"),
+                                                                  F.lit(9.0).cast("float").alias("score")),
+                                                        F.col("recs")[1], F.col("recs")[2]))
+    with pytest.raises(PublishError, match="seen_items_recommended"):
+        publish(spark, seen_recommended, users, vocab, "2026-11-22")
+    assert partition_location(spark, recommendations_table(DB), "2026-11-22") == location
+    assert sorted(map(str, published(spark, "2026-11-22").collect())) == before
+
+
+def test_row_count_band_refuses_an_abnormally_small_night(spark, db, model_dir, index):
+    rows = [(f"u{k}", [1 + k % 6]) for k in range(10)]
+    scored = run_scoring(spark, model_dir, index, rows).cache()
+    vocab = vocabulary(spark, index)
+    publish(spark, scored, users_df(spark, rows), vocab, "2026-11-23")
+    few = rows[:2]
+    with pytest.raises(PublishError, match="outside the configured band"):
+        publish(spark, run_scoring(spark, model_dir, index, few), users_df(spark, few), vocab, "2026-11-24")
+    assert published(spark, "2026-11-24").count() == 0
+    # the twin: a wide band lets the same night through
+    publish(spark, run_scoring(spark, model_dir, index, few), users_df(spark, few), vocab, "2026-11-24",
+            band=(0.1, 10))
+    assert published(spark, "2026-11-24").count() == 2
+
+
+def test_crash_after_staging_leaves_the_previous_partition_and_a_rerun_completes(spark, db, model_dir, index):
+    rows = [(f"u{k}", [1 + k % 6]) for k in range(10)]
+    scored = run_scoring(spark, model_dir, index, rows).cache()
+    users, vocab = users_df(spark, rows), vocabulary(spark, index)
+    publish(spark, scored, users, vocab, "2026-11-25", band=(0.1, 10))
+    before = sorted(map(str, published(spark, "2026-11-25").collect()))
+    stage(spark, DB, night(spark, scored.limit(3), "2026-11-25"), "2026-11-25", 2)  # the run dies here
+    assert sorted(map(str, published(spark, "2026-11-25").collect())) == before
+    publish(spark, scored, users, vocab, "2026-11-25", band=(0.1, 10))
+    assert published(spark, "2026-11-25").count() == 10
+
+
+# --- gate ------------------------------------------------------------------------------------------
+
+def test_gate_decisions():
+    prod = {"ndcg@10": 0.30, "hr@10": 0.50}
+    assert decide({"ndcg@10": 0.29, "hr@10": 0.49}, prod, ["ndcg@10", "hr@10"], 0.05, False)[0]
+    refused, reason = decide({"ndcg@10": 0.20, "hr@10": 0.55}, prod, ["ndcg@10", "hr@10"], 0.05, False)
+    assert not refused and "ndcg@10 0.2000 is below 0.2850" in reason
+    missing, reason = decide({"hr@10": 0.9}, prod, ["ndcg@10", "hr@10"], 0.05, False)
+    assert not missing and "fail closed" in reason
+    # against the bootstrap baseline there is no tolerance
+    assert not decide({"ndcg@10": 0.29, "hr@10": 0.5}, prod, ["ndcg@10", "hr@10"], 0.05, True)[0]
+
+
+def test_regressed_model_is_refused_from_offline_metrics(spark, cfg):
+    from recsys_spark.evaluation import BASELINE_VERSION, write_offline_metrics
+    rows = []
+    for version, name, ndcg in (("prod", "model", 0.30), ("bad", "model", 0.10), ("good", "model", 0.31),
+                                (BASELINE_VERSION, "most_popular", 0.05)):
+        for metric, value in (("ndcg", ndcg), ("hr", ndcg * 2)):
+            rows.append((version, name, "leave_last_out", "test", metric, 10, value, "2026-11-18"))
+    write_offline_metrics(spark, cfg.storage.database, pd.DataFrame(rows, columns=[
+        "model_version", "name", "protocol", "split", "metric", "k", "value", "ds"]), "2026-11-18")
+    assert not evaluate_gate(spark, cfg, "2026-11-18", "bad", "prod").approved
+    assert evaluate_gate(spark, cfg, "2026-11-18", "good", "prod").approved
+    assert evaluate_gate(spark, cfg, "2026-11-18", "bad", None).approved  # first model: beats popularity
+    assert not evaluate_gate(spark, cfg, "2026-11-18", "unknown", "prod").approved  # no metrics: fail closed
