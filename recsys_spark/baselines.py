@@ -296,7 +296,7 @@ class ALSBaseline:
     name = ALS
 
     def __init__(self, data: FitData, rank: int = 64, max_iter: int = 10, reg: float = 0.1,
-                 alpha: float = 1.0, seed: int = 11):
+                 alpha: float = 10.0, seed: int = 11):
         from pyspark.ml.recommendation import ALS as SparkALS
 
         self.reg, self.alpha = reg, alpha
