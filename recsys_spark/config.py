@@ -172,25 +172,6 @@ class ScoreConfig:
 
 
 @dataclass
-class ScoreConfig:
-    k: int = 50
-    mask_seen: bool = True
-    blocklist: list[str] = field(default_factory=list)
-    """item_ids never recommended (legal, out of stock, ...)."""
-    min_history: int = 1
-    """Users with fewer known items than this get the popularity fallback."""
-    batch_size: int = 512
-    partitions: int = 8
-    row_count_band: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    """Publish only if tonight's user count / the previous published night's is inside this band."""
-    gate_metrics: list[str] = field(default_factory=lambda: ["ndcg@10", "hr@10"])
-    gate_tolerance: float = 0.05
-    """A candidate may fall at most this fraction below production on each gate metric."""
-    gate_protocol: str = "leave_last_out"
-    gate_split: str = "test"
-
-
-@dataclass
 class NightlyConfig:
     source: str = "synthetic"
     """'synthetic': nights missing from recsys.events are generated (synthetic.days of history on first
