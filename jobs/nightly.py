@@ -12,12 +12,18 @@ from pyspark.sql import functions as F
 from recsys_spark import schemas as S
 from recsys_spark.build import build_night
 from recsys_spark.config import Config
+from recsys_spark.evaluation import run_evaluation
 from recsys_spark.events import events_table, existing_nights, write_events
+from recsys_spark.gate import evaluate_gate
 from recsys_spark.manifest import Manifest
+from recsys_spark.publish import PublishError, recommendations_table
 from recsys_spark.runtime import init_job, job_parser, parse_ds
 from recsys_spark.sequences import DataQualityError
+from recsys_spark.serve import NoModelError, score_night
 from recsys_spark.session import get_spark
 from recsys_spark.synthetic import generate_events
+from training.distributed import launch
+from training.registry import models_root, production_version, set_production
 
 log = logging.getLogger("recsys.nightly")
 
@@ -46,25 +52,67 @@ def ensure_events(spark: SparkSession, cfg: Config, ds: str) -> dict:
 
 
 def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
+    """events -> build_sequences -> train -> evaluate (candidate and production) -> gate -> score.
+
+    A refused candidate does not stop the night: production keeps serving and scores tonight's users,
+    so recommendations stay fresh while the refusal is on record in the manifest."""
     manifest = Manifest(ds=ds, config_hash=cfg.hash())
+    registry = models_root(cfg.storage.root)
     try:
         with manifest.stage("events") as details:
             details.update(ensure_events(spark, cfg, ds))
         with manifest.stage("build_sequences") as details:
             details.update(build_night(spark, cfg, ds))
+        with manifest.stage("train") as details:
+            trained = launch(cfg, ds, spark)
+            candidate = trained["model_version"]
+            details.update(model_version=candidate, best_epoch=trained["best_epoch"],
+                           epochs_run=trained["epochs_run"], validation=trained["validation"])
+        production = production_version(registry)
+        with manifest.stage("evaluate") as details:
+            versions = [candidate] + ([production] if production and production != candidate else [])
+            results, report = run_evaluation(spark, cfg, ds, versions)
+            details.update(report=str(report), metrics={
+                f"{r.name if r.name != 'model' else r.model_version}/{r.protocol}/{r.split}":
+                    {m: r.metrics.get(m) for m in ("hr@10", "ndcg@10", "mrr@20")} for r in results})
+        with manifest.stage("gate") as details:
+            decision = evaluate_gate(spark, cfg, ds, candidate, production)
+            if decision.approved:
+                set_production(registry, candidate, reason=f"nightly {ds}: {decision.reason}")
+            details.update(approved=decision.approved, reason=decision.reason, reference=decision.reference,
+                           metrics=decision.metrics, production=production_version(registry))
+        with manifest.stage("score") as details:
+            details.update(score_night(spark, cfg, ds))
+        manifest.outcome = {"model_version": production_version(registry), "candidate": candidate,
+                            "gate_approved": decision.approved}
     finally:
         manifest.save(manifest_path(cfg, ds))
     return manifest
 
 
-def _summary(cfg: Config, manifest: Manifest) -> str:
+def _summary(spark: SparkSession, cfg: Config, manifest: Manifest) -> str:
+    """What a person wants to see after a night: stages, data, metrics vs baselines, a sample."""
+    stages = {s.name: s.details for s in manifest.stages}
     lines = [f"night {manifest.ds}: " + ", ".join(f"{s.name} {s.status} ({s.seconds}s)" for s in manifest.stages)]
-    quality = next((s.details for s in manifest.stages if s.name == "build_sequences"), {})
-    if quality:
-        lines.append(f"  {quality['users']} users, {quality['items']} items, "
-                     f"{quality['training_examples']} training examples, "
-                     f"{quality['rejected']} events rejected")
-    lines.append(f"  tables: {cfg.storage.database}.* in {Path(cfg.spark.warehouse_dir or '.').resolve()}")
+    quality = stages["build_sequences"]
+    lines.append(f"  data: {quality['users']} users, {quality['items']} items, "
+                 f"{quality['training_examples']} training examples, {quality['rejected']} events rejected")
+    lines.append("  offline metrics (leave-last-out test, full ranking, seen masked):")
+    for name, values in stages["evaluate"]["metrics"].items():
+        if name.endswith("/leave_last_out/test"):
+            lines.append(f"    {name.split('/')[0]:<28} " + "  ".join(
+                f"{m} {v:.4f}" for m, v in values.items() if v is not None))
+    gate = stages["gate"]
+    lines.append(f"  gate: {'approved' if gate['approved'] else 'REFUSED'} vs {gate['reference']} "
+                 f"({gate['reason']}); production = {gate['production']}")
+    score = stages["score"]
+    lines.append(f"  published {score['rows']} users {score['sources']} -> "
+                 f"{recommendations_table(cfg.storage.database)} ds={manifest.ds}")
+    sample = (spark.table(recommendations_table(cfg.storage.database))
+              .where(F.col(S.DS) == manifest.ds).orderBy(S.USER_ID).limit(3).collect())
+    for row in sample:
+        lines.append(f"    {row.user_id}: " + ", ".join(r.item_id for r in row.recs[:8]) + " ...")
+    lines.append(f"  warehouse: {Path(cfg.spark.warehouse_dir or '.').resolve()}; report: {stages['evaluate']['report']}")
     lines.append(f"  manifest: {manifest_path(cfg, manifest.ds)}")
     return "\n".join(lines)
 
@@ -86,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     while night <= last:
         try:
             manifest = run_night(spark, cfg, night.isoformat())
-        except DataQualityError as exc:
+        except (DataQualityError, NoModelError, PublishError) as exc:
             log.error("night %s failed: %s (manifest: %s)", night, exc, manifest_path(cfg, night.isoformat()))
             return 3
-        print(_summary(cfg, manifest), flush=True)
+        print(_summary(spark, cfg, manifest), flush=True)
         night += dt.timedelta(days=1)
     return 0
 
