@@ -207,7 +207,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
             break
         seed_everything(tc.seed, epoch, comm.rank)
         train_model.train()
-        loss_sum, started = 0.0, time.perf_counter()
+        loss_sum, positions, started = 0.0, 0, time.perf_counter()
         progress = _progress(comm.rank == 0, steps, f"epoch {epoch + 1}/{tc.epochs}")
         feed = batches.epoch(epoch)
         for step in range(1, steps + 1):
@@ -221,6 +221,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
                 comm.step(model, optimizer, tc.grad_clip)
             scheduler.step()
             loss_sum += loss.item()
+            positions += int((batch[TARGET] > 0).sum())
             if progress is not None:
                 rate = step * tc.batch_size * comm.size / (time.perf_counter() - started)
                 progress.set_postfix(loss=f"{loss_sum / step:.4f}", ex_s=f"{rate:.0f}")
@@ -228,10 +229,14 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         feed.close()
         if progress is not None:
             progress.close()
-        train_loss = float(comm.allreduce_sum(torch.tensor([loss_sum / steps]))[0]) / comm.size
+        train_seconds = time.perf_counter() - started
+        totals = comm.allreduce_sum(torch.tensor([loss_sum / steps, float(positions)], dtype=torch.float64))
+        train_loss, positions = float(totals[0]) / comm.size, int(totals[1])
         metrics = averaged_metrics(split_ranks(model, validation, tc.eval_batch_size), comm)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "validation": metrics,
-                        "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started})
+                        "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
+                        "train_seconds": train_seconds, "target_positions": positions,
+                        "positions_per_second": positions / train_seconds})
         if metrics[EARLY_STOP_METRIC] > best:
             best, best_epoch, bad_epochs = metrics[EARLY_STOP_METRIC], epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -295,5 +300,9 @@ def _gather_fingerprints(fingerprint: str, comm: Comm) -> list[str]:
 def _progress(enabled: bool, total: int, desc: str):
     if not enabled:
         return None
+    import sys
+
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="step", leave=False)
+    # In a scheduler's log (no terminal) a redraw per step floods the file: update every 30 s.
+    return tqdm(total=total, desc=desc, unit="step", leave=False,
+                mininterval=0.1 if sys.stderr.isatty() else 30.0)
