@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first)"
 	@echo "make test      - run the test suite (installs first)"
-	@echo "make benchmark - run the benchmarks (slow; writes benchmarks/results/*.json)"
+	@echo "make benchmark - run every benchmark (slow, about an hour; writes benchmarks/results/*.json)"
 	@echo "make dist      - build dist/*.whl and dist/recsys_spark.zip (spark-submit --py-files)"
 	@echo "make clean-var - delete the local warehouse, metastore and artifacts under ./var"
 
@@ -35,7 +35,10 @@ test: install
 	$(BIN)/python -m pytest -q -m "not benchmark"
 
 benchmark: install
-	$(BIN)/python -m pytest -q -m benchmark -s
+	$(BIN)/python benchmarks/bench_build_sequences.py
+	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/real_data.py
 
 dist: install
 	rm -rf dist
