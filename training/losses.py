@@ -113,7 +113,9 @@ class LossComputer:
         target = target.long()
         valid = target != PADDING_IDX
         if self.kind == "softmax":
-            return full_softmax_loss(model.score_all(h), target)
+            # Score only real target positions: short sessions in long windows are mostly padding,
+            # and the [positions, catalogue] logits are the dominant cost.
+            return full_softmax_loss(model.score_all(h[valid]), target[valid])
         negatives = negatives.long()
         batch = target.shape[0]
         pos = model.score_items(h, target.unsqueeze(-1)).squeeze(-1)            # [B, L]
