@@ -122,6 +122,8 @@ class TrainConfig:
     """Petastorm reader threads; more than 1 is faster but makes the row order nondeterministic."""
     keep_checkpoints: int = 2
     timeout_s: int = 600
+    warm_start: bool = False
+    """Initialise from the production model (new items keep a fresh init) instead of from scratch."""
     """Bound on worker start-up and on any one collective call, so a dead worker fails the job."""
 
 

@@ -113,3 +113,23 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def warm_start(model: LSTMRecommender, previous: LSTMRecommender) -> None:
+    """Initialise ``model`` from yesterday's ``previous``: same architecture, a vocabulary that only
+    grew (item indices are append-only), so old rows are copied and new items keep their fresh init."""
+    old_arch = {k: v for k, v in previous.arch.items() if k != "num_items"}
+    new_arch = {k: v for k, v in model.arch.items() if k != "num_items"}
+    if old_arch != new_arch:
+        raise ValueError(f"cannot warm-start: architecture changed from {old_arch} to {new_arch}")
+    if previous.num_items > model.num_items:
+        raise ValueError(f"cannot warm-start: the previous model knows {previous.num_items} items, "
+                         f"tonight's vocabulary only {model.num_items}")
+    n = previous.num_items
+    with torch.no_grad():
+        for name, tensor in previous.state_dict().items():
+            target = model.state_dict()[name]
+            if name in ("item_embedding.weight", "item_bias"):
+                target[:n].copy_(tensor)
+            else:
+                target.copy_(tensor)

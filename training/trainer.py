@@ -32,8 +32,8 @@ from training.comm import Comm
 from training.data import ShardBatches, read_eval_split, read_item_counts, steps_per_epoch
 from training.losses import LossComputer
 from training.metrics import ranking_metrics, seen_mask, target_ranks
-from training.model import LSTMRecommender, save_model
-from training.registry import models_root, register
+from training.model import LSTMRecommender, load_model, save_model, warm_start
+from training.registry import load_registry, models_root, register
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,11 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
             bad_epochs, history, best_state = state["bad_epochs"], state["history"], state["best_model"]
             log.info("resumed from %s (epoch %d, best %s %.4f)", store.path(epoch), epoch + 1,
                      EARLY_STOP_METRIC, best)
-    elif comm.rank == 0:
-        store.clear()
+    else:
+        if comm.rank == 0:
+            store.clear()
+        if tc.warm_start:
+            _warm_start_from_production(cfg, model)
     comm.sync_state(model, optimizer)
     comm.barrier()
 
@@ -290,6 +293,18 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
     return {"model_version": version, "artifact": str(artifact), "validation": best_metrics,
             "best_epoch": best_epoch + 1, "epochs_run": len(history), "rank": comm.rank,
             "fingerprint": fingerprint, "rank_fingerprints": rank_fingerprints}
+
+
+def _warm_start_from_production(cfg: Config, model: LSTMRecommender) -> None:
+    """Start from the production model's weights (every rank loads the same file)."""
+    registry = load_registry(models_root(cfg.storage.root))
+    version = registry["production"]
+    if version is None:
+        log.info("warm start: no production model yet; training from scratch")
+        return
+    entry = registry["versions"][version]
+    warm_start(model, load_model(entry.get("artifact") or models_root(cfg.storage.root) / version))
+    log.info("warm start from production model %s", version)
 
 
 def _gather_fingerprints(fingerprint: str, comm: Comm) -> list[str]:
