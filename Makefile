@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install nightly test benchmark dist clean-var clean help
+.PHONY: install airflow-venv nightly test benchmark dist clean-var clean help
 
 help:
 	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first)"
@@ -28,10 +28,14 @@ $(STAMP): $(BIN)/python setup.py constraints.txt scripts/install_horovod.sh
 
 install: $(STAMP)
 
+# Airflow (for the DAG test) lives in its own venv: its pins conflict with the job stack. Idempotent.
+airflow-venv: $(BIN)/python
+	PYTHON=$(BIN)/python bash scripts/airflow_venv.sh .venv-airflow
+
 nightly: install
 	$(BIN)/recsys nightly --ds $(DS)
 
-test: install
+test: install airflow-venv
 	$(BIN)/python -m pytest -q -m "not benchmark"
 
 benchmark: install
@@ -50,4 +54,4 @@ clean-var:
 	rm -rf var spark-warehouse metastore_db derby.log
 
 clean: clean-var
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) .venv-airflow build dist *.egg-info

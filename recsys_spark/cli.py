@@ -6,6 +6,7 @@ import sys
 
 COMMANDS = {
     "nightly": ("jobs.nightly", "run the whole pipeline for a night (--ds) or a backfill (--start/--end)"),
+    "check-input": ("jobs.check_input", "exit 0 when a night's recsys.events partition is there, 75 when not yet"),
     "generate-events": ("jobs.generate_events", "generate synthetic events into recsys.events"),
     "import-events": ("jobs.import_events", "import a public dataset file into recsys.events"),
     "build-sequences": ("jobs.build_sequences", "build vocabulary, sequences, splits and training examples"),

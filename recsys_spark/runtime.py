@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import sys
 
+import recsys_spark
 from recsys_spark.config import Config, ConfigError, load_config
 
 log = logging.getLogger("recsys")
@@ -38,6 +39,7 @@ def configure_logging(level: str) -> None:
 def init_job(args: argparse.Namespace) -> Config:
     """Configure logging and resolve the config; a bad config exits with its message, not a trace."""
     configure_logging(args.log_level)
+    log.info("recsys_spark %s loaded from %s", recsys_spark.__version__, recsys_spark.__file__)
     try:
         cfg = load_config(args.conf, args.overrides)
     except ConfigError as exc:
