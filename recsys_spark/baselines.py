@@ -14,7 +14,6 @@ distinct keys (:func:`exact_float32`), so ties are exactly the ties of the key.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark import schemas as S
-
-log = logging.getLogger(__name__)
 
 MOST_POPULAR = "most_popular"
 RECENTLY_POPULAR = "recently_popular"

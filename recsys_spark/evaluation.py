@@ -347,7 +347,8 @@ def write_report(results: Sequence[EvalResult], directory: str | Path, title: st
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in title)
+    safe = lambda text: "".join(c if c.isalnum() or c in "-_." else "_" for c in text)  # noqa: E731
+    stem = safe(title)
     lines = [f"# {title}", "", *notes, "",
              "Full ranking over every item seen in the fit data; ties count against the target; "
              "HR@k equals Recall@k (one target per query). coverage@k: share of rankable items in any "
@@ -366,7 +367,7 @@ def write_report(results: Sequence[EvalResult], directory: str | Path, title: st
             label = r.name if r.model_version == BASELINE_VERSION else f"{r.name} {r.model_version}"
             lines.append(f"| {label} | " + " | ".join(f"{r.metrics[c]:.4f}" for c in columns)
                          + f" | {r.seconds:.1f} |")
-        plot = directory / f"{stem}_{protocol}_{split}.png"
+        plot = directory / f"{stem}_{safe(protocol)}_{split}.png"
         shown = [m for m in PLOT_METRICS if m in group[0].metrics]
         fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(group) * len(shown) / 2), 4))
         width = 0.8 / len(group)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from recsys_spark import baselines as B
-from recsys_spark import schemas as S
 from recsys_spark.config import EvaluateConfig
 
 T0 = dt.datetime(2026, 11, 1)

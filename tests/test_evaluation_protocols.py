@@ -19,10 +19,6 @@ def sequences(spark, rows):
     return spark.createDataFrame([(u, items, [day(d) for d in days]) for u, items, days in rows], SEQ_SCHEMA)
 
 
-def fit_rows(spark, rows):
-    return sequences(spark, rows)
-
-
 def check(actual, expected):
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -32,12 +28,12 @@ def test_leave_last_out_holds_out_the_last_and_second_last_event(spark):
                              ("u2", [5, 6], [0, 1]),  # too short: fitted in full, never queried
                              ("u3", [7, 8, 7], [0, 1, 2])])  # the repeat stays a legitimate target
     fit, queries = E.leave_last_out(seqs, E.TEST)
-    check(fit, fit_rows(spark, [("u1", [1, 2, 3], [0, 1, 2]), ("u2", [5, 6], [0, 1]),
+    check(fit, sequences(spark, [("u1", [1, 2, 3], [0, 1, 2]), ("u2", [5, 6], [0, 1]),
                                 ("u3", [7, 8], [0, 1])]))
     check(queries, spark.createDataFrame([("u1", [1, 2, 3], 4, [1, 2, 3]), ("u3", [7, 8], 7, [7, 8])],
                                          QUERY_SCHEMA))
     fit, queries = E.leave_last_out(seqs, E.VALIDATION)
-    check(fit, fit_rows(spark, [("u1", [1, 2], [0, 1]), ("u2", [5, 6], [0, 1]), ("u3", [7], [0])]))
+    check(fit, sequences(spark, [("u1", [1, 2], [0, 1]), ("u2", [5, 6], [0, 1]), ("u3", [7], [0])]))
     check(queries, spark.createDataFrame([("u1", [1, 2], 3, [1, 2]), ("u3", [7], 8, [7])], QUERY_SCHEMA))
 
 
@@ -46,7 +42,7 @@ def test_temporal_split_queries_every_event_after_the_cutoff(spark):
                              ("u2", [4, 5], [11, 12]),  # new after the cut-off: its first event has no history
                              ("u3", [2, 6], [3, 4])])  # nothing after the cut-off: fit only
     fit, queries = E.temporal_split(seqs, day(10))
-    check(fit, fit_rows(spark, [("u1", [1, 2], [1, 2]), ("u3", [2, 6], [3, 4])]))
+    check(fit, sequences(spark, [("u1", [1, 2], [1, 2]), ("u3", [2, 6], [3, 4])]))
     check(queries, spark.createDataFrame([
         ("u1", [1, 2], 3, [1, 2]),
         ("u1", [1, 2, 3], 1, [1, 2, 3]),  # earlier test events are part of the input, as in serving

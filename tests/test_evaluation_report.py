@@ -29,6 +29,7 @@ def night(spark, cfg, tmp_path_factory):
     local = copy.deepcopy(cfg)
     local.storage.root = str(tmp_path_factory.mktemp("evaluate"))
     local.evaluate.baselines = ["most_popular", "transitions", "sknn"]
+    local.evaluate.protocols = ["leave_last_out", "temporal"]
     local.evaluate.splits = ["test", "validation"]
     local.evaluate.ks = [1, 5, 10]
     end = dt.datetime.fromisoformat(DS) + dt.timedelta(hours=20)
