@@ -113,9 +113,13 @@ class LossComputer:
         target = target.long()
         valid = target != PADDING_IDX
         if self.kind == "softmax":
-            # Score only real target positions: short sessions in long windows are mostly padding,
-            # and the [positions, catalogue] logits are the dominant cost.
-            return full_softmax_loss(model.score_all(h[valid]), target[valid])
+            # Score only real target positions (short sessions in long windows are mostly padding)
+            # and leave the padding column out of the product instead of masking it to -inf: the
+            # [positions, catalogue] logits are the dominant cost, and masking them in place costs
+            # a copy of them forward and backward. Same value as full_softmax_loss on score_all.
+            logits = F.linear(h[valid], model.item_embedding.weight[PADDING_IDX + 1:],
+                              model.item_bias[PADDING_IDX + 1:])
+            return F.cross_entropy(logits, target[valid] - (PADDING_IDX + 1))
         negatives = negatives.long()
         batch = target.shape[0]
         pos = model.score_items(h, target.unsqueeze(-1)).squeeze(-1)            # [B, L]

@@ -224,10 +224,11 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
                 comm.step(model, optimizer, tc.grad_clip)
             scheduler.step()
             loss_sum += loss.item()
-            positions += int((batch[TARGET] > 0).sum())
+            positions += int(batch[TARGET].count_nonzero())
             if progress is not None:
-                rate = step * tc.batch_size * comm.size / (time.perf_counter() - started)
-                progress.set_postfix(loss=f"{loss_sum / step:.4f}", ex_s=f"{rate:.0f}")
+                # refresh=False: the bar redraws on its own interval, not once per step.
+                rate = positions * comm.size / (time.perf_counter() - started)
+                progress.set_postfix(loss=f"{loss_sum / step:.4f}", pos_s=f"{rate:.0f}", refresh=False)
                 progress.update()
         feed.close()
         if progress is not None:
