@@ -26,7 +26,8 @@ setup(
     ],
     extras_require={
         # Horovod is installed by scripts/install_horovod.sh (it needs a patched C++17 build).
-        "dev": ["pytest>=8", "chispa==0.12.0", "hypothesis>=6"],
+        "dev": ["pytest>=8", "chispa==0.12.0", "hypothesis>=6",
+                "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
     },
     entry_points={"console_scripts": ["recsys=recsys_spark.cli:main"]},
 )
