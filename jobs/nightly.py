@@ -56,7 +56,7 @@ def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
 
     A refused candidate does not stop the night: production keeps serving and scores tonight's users,
     so recommendations stay fresh while the refusal is on record in the manifest."""
-    manifest = Manifest(ds=ds, config_hash=cfg.hash())
+    manifest = Manifest(ds=ds, config_hash=cfg.hash(), model_hash=cfg.model_hash())
     registry = models_root(cfg.storage.root)
     try:
         with manifest.stage("events") as details:

@@ -202,6 +202,13 @@ class Config:
         payload = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:12]
 
+    def model_hash(self) -> str:
+        """Hash of what shapes a model (the data preparation and training sections) but not where
+        things live or how Spark runs: moving a warehouse or resizing a cluster keeps model names."""
+        payload = json.dumps({"sequences": dataclasses.asdict(self.sequences),
+                              "train": dataclasses.asdict(self.train)}, sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:12]
+
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(self.to_yaml())

@@ -29,6 +29,8 @@ class StageRecord:
 class Manifest:
     ds: str
     config_hash: str
+    model_hash: str
+    """Names tonight's candidate model: ``<ds>-<model_hash>``."""
     stages: list[StageRecord] = field(default_factory=list)
     outcome: dict[str, Any] = field(default_factory=dict)
 

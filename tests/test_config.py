@@ -79,3 +79,11 @@ def test_dataclass_defaults_mirror_base_yaml():
     # Code shipped without conf/ (a --py-files zip) falls back on the dataclass defaults.
     from recsys_spark.config import Config
     assert load_config("base").to_dict() == Config().to_dict()
+
+
+def test_model_hash_ignores_locations_but_not_training_settings():
+    base = load_config("local")
+    moved = load_config("local", ["spark.warehouse_dir=/elsewhere", "storage.root=/data", "spark.master=yarn"])
+    retrained = load_config("local", ["train.lr=0.1"])
+    assert moved.model_hash() == base.model_hash() and moved.hash() != base.hash()
+    assert retrained.model_hash() != base.model_hash()

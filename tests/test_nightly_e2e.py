@@ -4,7 +4,7 @@ same two nights in a fresh warehouse, and the report notebook executed against t
 Each warehouse runs in its own process (tests/scripts/nightly_runs.py): the embedded Derby metastore admits
 one process, and a Spark driver's warehouse/metastore cannot change once the test session has one. Both
 runs use the same *relative* storage paths from their own working directory, so their resolved configs,
-config hashes and hence model versions (``<ds>-<config hash>``) are identical, and the two processes run
+model hashes and hence model versions (``<ds>-<model hash>``) are identical, and the two processes run
 at the same time to halve the wall clock.
 """
 from __future__ import annotations
@@ -109,15 +109,15 @@ def test_each_night_publishes_one_row_per_user(runs):
 
 def test_manifests_record_stages_versions_and_the_gate(runs):
     run = runs["nightly"]
-    hashes = {m["config_hash"] for m in run.manifests.values()}
+    hashes = {m["model_hash"] for m in run.manifests.values()}
     assert len(hashes) == 1
-    (config_hash,) = hashes
+    (model_hash,) = hashes
     production = None
     for ds in NIGHTS:
         manifest = run.manifests[ds]
         assert [s["name"] for s in manifest["stages"]] == STAGES
         assert all(s["status"] == "ok" for s in manifest["stages"])
-        candidate = f"{ds}-{config_hash}"
+        candidate = f"{ds}-{model_hash}"
         assert run.stage(ds, "train")["details"]["model_version"] == candidate
         gate = run.stage(ds, "gate")["details"]
         assert manifest["outcome"]["candidate"] == candidate
@@ -130,7 +130,7 @@ def test_manifests_record_stages_versions_and_the_gate(runs):
     assert run.stage(NIGHTS[0], "events")["details"]["generated_nights"] == 4
     assert run.stage(NIGHTS[1], "events")["details"]["generated_nights"] == 1
     assert run.registry["production"] == production
-    assert set(run.registry["versions"]) == {f"{ds}-{config_hash}" for ds in NIGHTS}
+    assert set(run.registry["versions"]) == {f"{ds}-{model_hash}" for ds in NIGHTS}
 
 
 def test_second_night_keeps_the_vocabulary_and_adds_items_and_users(runs):

@@ -42,8 +42,8 @@ METRIC_KS = (1, 5, 10, 20)
 
 
 def default_model_version(cfg: Config, ds: str) -> str:
-    """Deterministic: the same night and resolved config always name the same version."""
-    return f"{ds}-{cfg.hash()}"
+    """Deterministic: the same night and model-shaping config always name the same version."""
+    return f"{ds}-{cfg.model_hash()}"
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
