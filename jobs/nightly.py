@@ -81,6 +81,10 @@ def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
                 set_production(registry, candidate, reason=f"nightly {ds}: {decision.reason}")
             details.update(approved=decision.approved, reason=decision.reason, reference=decision.reference,
                            metrics=decision.metrics, production=production_version(registry))
+        if production_version(registry) is None:
+            raise NoModelError(f"the first candidate {candidate} was refused by the gate ({decision.reason}) "
+                               f"and there is no earlier production model to score with; see {decision.reference} "
+                               f"in the evaluation report and retrain (e.g. more train.epochs)")
         with manifest.stage("score") as details:
             details.update(score_night(spark, cfg, ds))
         manifest.outcome = {"model_version": production_version(registry), "candidate": candidate,
