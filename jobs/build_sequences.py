@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from recsys_spark.build import build_night
+from recsys_spark.lock import run_exclusive
 from recsys_spark.runtime import init_job, job_parser, log, parse_ds
 from recsys_spark.sequences import DataQualityError
 from recsys_spark.session import get_spark
@@ -14,6 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ds", type=parse_ds, required=True, help="night to build (YYYY-MM-DD)")
     args = parser.parse_args(argv)
     cfg = init_job(args)
+    return run_exclusive(cfg.storage.root, "build_sequences", args.ds.isoformat(), lambda: _build(cfg, args))
+
+
+def _build(cfg, args) -> int:
     spark = get_spark(cfg)
     try:
         summary = build_night(spark, cfg, args.ds.isoformat())

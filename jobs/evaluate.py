@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from recsys_spark.evaluation import run_evaluation
+from recsys_spark.lock import run_exclusive
 from recsys_spark.runtime import init_job, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
 from training.registry import models_root, production_version
@@ -19,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also evaluate the registry's production model, on the same queries")
     args = parser.parse_args(argv)
     cfg = init_job(args)
+    return run_exclusive(cfg.storage.root, "evaluate", args.ds.isoformat(), lambda: _evaluate(cfg, args))
+
+
+def _evaluate(cfg, args) -> int:
     versions = list(dict.fromkeys(args.model_version))
     if args.with_production:
         production = production_version(models_root(cfg.storage.root))

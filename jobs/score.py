@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from recsys_spark.lock import run_exclusive
 from recsys_spark.publish import PublishError
 from recsys_spark.runtime import init_job, job_parser, log, parse_ds
 from recsys_spark.serve import NoModelError, score_night
@@ -15,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-version", help="registered model to use (default: production)")
     args = parser.parse_args(argv)
     cfg = init_job(args)
+    return run_exclusive(cfg.storage.root, "score", args.ds.isoformat(), lambda: _score(cfg, args))
+
+
+def _score(cfg, args) -> int:
     spark = get_spark(cfg)
     try:
         result = score_night(spark, cfg, args.ds.isoformat(), args.model_version)

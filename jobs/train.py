@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from recsys_spark.lock import run_exclusive
 from recsys_spark.runtime import init_job, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
 from training.distributed import launch, needs_spark
@@ -17,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="artifact/registry name (default: <ds>-<config hash>)")
     args = parser.parse_args(argv)
     cfg = init_job(args)
+    return run_exclusive(cfg.storage.root, "train", args.ds.isoformat(), lambda: _train(cfg, args))
+
+
+def _train(cfg, args) -> int:
     spark = get_spark(cfg) if needs_spark(cfg) else None
     result = launch(cfg, args.ds.isoformat(), spark, resume=args.resume,
                     model_version=args.model_version)

@@ -71,6 +71,12 @@ def _swap_in(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _unreadable_input(exc: Exception) -> bool:
+    """Spark failed to read an input file (corrupt, truncated, not Parquet)."""
+    text = str(exc)
+    return "FAILED_READ_FILE" in text or "is not a Parquet file" in text
+
+
 def _percentiles(frame: DataFrame, column: str) -> dict[str, float]:
     qs = [0.5, 0.9, 0.99]
     values = frame.select(F.percentile_approx(column, qs, 1000), F.max(column), F.min(column)).first()
@@ -90,13 +96,25 @@ def build_night(spark: SparkSession, cfg: Config, ds: str) -> dict:
     start = (end - dt.timedelta(days=sc.lookback_days - 1)).isoformat()
     if not spark.catalog.tableExists(events_table(db)):
         raise Q.DataQualityError(f"input table {events_table(db)} does not exist: generate or import events")
-    raw = read_ds_range(spark, events_table(db), start, ds).drop(S.DS)
+    window = read_ds_range(spark, events_table(db), start, ds)
     summary: dict = {"ds": ds, "window": [start, ds], "split": sc.split}
 
-    valid, rejected = Q.validate_events(raw, ds, list(S.EVENT_TYPES))
-    valid = valid.cache()
-    n_valid = valid.count()
-    rejected_counts = write_rejected(spark, db, rejected, ds, stage="validate")
+    try:
+        if window.where(F.col(S.DS) == ds).isEmpty():
+            raise Q.DataQualityError(
+                f"no events for night {ds} in {events_table(db)}: the input partition is missing or "
+                "empty; refusing to build from the earlier nights of the window alone (stale output)")
+        valid, rejected = Q.validate_events(window.drop(S.DS), ds, list(S.EVENT_TYPES))
+        valid = valid.cache()
+        n_valid = valid.count()
+        rejected_counts = write_rejected(spark, db, rejected, ds, stage="validate")
+    except Exception as exc:
+        if _unreadable_input(exc):
+            raise Q.DataQualityError(
+                f"cannot read the input events of {start}..{ds} in {events_table(db)}: a file is corrupt "
+                f"or not Parquet ({str(exc).splitlines()[0][:300]}); repair or remove it and re-run "
+                "(nothing was built)") from exc
+        raise
     n_rejected = sum(rejected_counts.values())
     summary.update(rows_read=n_valid + n_rejected, rejected=n_rejected, rejected_by_reason=rejected_counts)
     log.info("window %s..%s: %d events read, %d rejected %s", start, ds, n_valid + n_rejected,

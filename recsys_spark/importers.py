@@ -6,6 +6,7 @@ no input row disappears silently.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Callable
 
@@ -20,6 +21,11 @@ MALFORMED = "malformed_row"
 MISSING_USER = "missing_user_id"
 MISSING_ITEM = "missing_item_id"
 BAD_TIMESTAMP = "unparsable_timestamp"
+OUT_OF_RANGE_TIMESTAMP = "timestamp_out_of_range"
+
+TS_RANGE = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc),
+            dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc))
+"""Accepted event times: from the epoch to the last instant a four-digit ``ds`` can name."""
 
 SEQUENCE_FILE_BASE_TS = "2000-01-01 00:00:00"
 """Sequence files carry order only: event k of a line gets this timestamp + k seconds."""
@@ -44,7 +50,8 @@ def _finish(lines: DataFrame, parsed_ok: Column, user: Column, item: Column, eve
     reason = (F.when(~F.col(_PARSED), F.lit(MALFORMED))
               .when(_blank(F.col(S.USER_ID)), F.lit(MISSING_USER))
               .when(_blank(F.col(S.ITEM_ID)), F.lit(MISSING_ITEM))
-              .when(F.col(S.TS).isNull(), F.lit(BAD_TIMESTAMP)))
+              .when(F.col(S.TS).isNull(), F.lit(BAD_TIMESTAMP))
+              .when(~F.col(S.TS).between(*TS_RANGE), F.lit(OUT_OF_RANGE_TIMESTAMP)))
     staged = staged.withColumn(S.REASON, reason)
     events = (staged.where(F.col(S.REASON).isNull())
               .select(S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TS, S.SESSION_ID)
@@ -55,9 +62,10 @@ def _finish(lines: DataFrame, parsed_ok: Column, user: Column, item: Column, eve
 
 
 def _epoch_seconds(raw: Column) -> Column:
-    """Epoch seconds (integer or fractional) as a timestamp; anything else becomes null."""
+    """Epoch seconds (integer or fractional) as a timestamp; anything else (also a number too large
+    for a timestamp) becomes null."""
     number = F.when(raw.rlike(r"^\s*\d+(\.\d+)?\s*$"), F.trim(raw).cast("double"))
-    return F.timestamp_micros((number * 1_000_000).cast("long"))
+    return F.timestamp_micros((number * 1_000_000).try_cast("long"))
 
 
 def _fields(sep_regex: str) -> Column:
@@ -106,7 +114,7 @@ def read_retailrocket(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, Da
     parts = _fields(",")
     event = F.lower(F.trim(F.get(parts, 2)))
     mapping = F.create_map(*[F.lit(x) for kv in RETAILROCKET_EVENTS.items() for x in kv])
-    millis = F.when(F.get(parts, 0).rlike(r"^\s*\d+\s*$"), F.trim(F.get(parts, 0)).cast("long"))
+    millis = F.when(F.get(parts, 0).rlike(r"^\s*\d+\s*$"), F.trim(F.get(parts, 0)).try_cast("long"))
     return _finish(lines, F.size(parts) >= 4, F.get(parts, 1), F.get(parts, 3),
                    F.coalesce(mapping[event], event), F.timestamp_millis(millis),
                    F.lit(None).cast("string"), rejected_ds)

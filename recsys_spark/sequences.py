@@ -25,6 +25,10 @@ MISSING_EVENT_TYPE = "missing_event_type"
 UNKNOWN_EVENT_TYPE = "unknown_event_type"
 BAD_TIMESTAMP = "unparsable_timestamp"
 FUTURE_TIMESTAMP = "future_timestamp"
+PRE_EPOCH_TIMESTAMP = "timestamp_before_1970"
+
+REQUIRED_COLUMNS = (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TS)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 LEAVE_LAST_OUT = "leave_last_out"
 TEMPORAL = "temporal"
@@ -39,8 +43,9 @@ class DataQualityError(RuntimeError):
 
 
 def day_end(ds: str) -> dt.datetime:
-    """First instant after night ``ds`` (UTC)."""
-    return dt.datetime.combine(dt.date.fromisoformat(ds) + dt.timedelta(days=1), dt.time())
+    """First instant after night ``ds``, UTC-aware: PySpark turns a naive datetime literal into a
+    timestamp in the driver's local time zone, which would shift the night off a UTC host."""
+    return dt.datetime.combine(dt.date.fromisoformat(ds) + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
 
 
 def _blank(col: Column) -> Column:
@@ -53,8 +58,14 @@ def validate_events(events: DataFrame, ds: str, event_types: list[str]) -> tuple
     """Split raw events into valid rows (events schema) and rejected rows (raw JSON + reason).
 
     ``ts`` may be a timestamp or a string (text sources); strings that do not parse are rejected, and
-    so is anything later than the end of night ``ds`` (clock skew, bad producers)."""
+    so is anything later than the end of night ``ds`` (clock skew, bad producers) or before 1970
+    (negative epochs, zero defaults). Input without a required column is refused as a whole."""
     original = events.columns
+    missing = [c for c in REQUIRED_COLUMNS if c not in {o.lower() for o in original}]
+    if missing:
+        raise DataQualityError(f"input events lack required column(s) {', '.join(missing)} "
+                               f"(found: {', '.join(original) or 'none'}); expected at least "
+                               f"{', '.join(REQUIRED_COLUMNS)}")
     ts = F.col(S.TS)
     if dict(events.dtypes).get(S.TS) != "timestamp":
         ts = F.try_to_timestamp(F.col(S.TS).cast("string"))
@@ -73,7 +84,8 @@ def validate_events(events: DataFrame, ds: str, event_types: list[str]) -> tuple
               .when(_blank(F.col(S.EVENT_TYPE)), F.lit(MISSING_EVENT_TYPE))
               .when(~F.col(S.EVENT_TYPE).isin(*event_types), F.lit(UNKNOWN_EVENT_TYPE))
               .when(F.col(S.TS).isNull(), F.lit(BAD_TIMESTAMP))
-              .when(F.col(S.TS) >= F.lit(day_end(ds)), F.lit(FUTURE_TIMESTAMP)))
+              .when(F.col(S.TS) >= F.lit(day_end(ds)), F.lit(FUTURE_TIMESTAMP))
+              .when(F.col(S.TS) < F.lit(EPOCH), F.lit(PRE_EPOCH_TIMESTAMP)))
     staged = staged.withColumn(_REASON, reason)
     valid = staged.where(F.col(_REASON).isNull()).select(
         S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TS, S.SESSION_ID)
