@@ -4,7 +4,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -15,6 +17,7 @@ from recsys_spark.config import Config
 from recsys_spark.evaluation import run_evaluation
 from recsys_spark.events import events_table, existing_nights, write_events
 from recsys_spark.gate import evaluate_gate
+from recsys_spark.lock import EXIT_LOCKED, RunLocked, exclusive_run
 from recsys_spark.manifest import Manifest
 from recsys_spark.publish import PublishError, recommendations_table
 from recsys_spark.runtime import init_job, job_parser, parse_ds
@@ -51,6 +54,14 @@ def ensure_events(spark: SparkSession, cfg: Config, ds: str) -> dict:
     return {"generated_nights": len(missing)}
 
 
+@contextmanager
+def _stage(manifest: Manifest, cfg: Config, name: str) -> Iterator[dict]:
+    """A timed manifest stage under the same (stage, ds) lock as the stage's own job, so a manual
+    `recsys score --ds D` cannot race the nightly run of D."""
+    with exclusive_run(cfg.storage.root, name, manifest.ds), manifest.stage(name) as details:
+        yield details
+
+
 def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
     """events -> build_sequences -> train -> evaluate (candidate and production) -> gate -> score.
 
@@ -59,23 +70,23 @@ def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
     manifest = Manifest(ds=ds, config_hash=cfg.hash(), model_hash=cfg.model_hash())
     registry = models_root(cfg.storage.root)
     try:
-        with manifest.stage("events") as details:
+        with _stage(manifest, cfg, "events") as details:
             details.update(ensure_events(spark, cfg, ds))
-        with manifest.stage("build_sequences") as details:
+        with _stage(manifest, cfg, "build_sequences") as details:
             details.update(build_night(spark, cfg, ds))
-        with manifest.stage("train") as details:
+        with _stage(manifest, cfg, "train") as details:
             trained = launch(cfg, ds, spark)
             candidate = trained["model_version"]
             details.update(model_version=candidate, best_epoch=trained["best_epoch"],
                            epochs_run=trained["epochs_run"], validation=trained["validation"])
         production = production_version(registry)
-        with manifest.stage("evaluate") as details:
+        with _stage(manifest, cfg, "evaluate") as details:
             versions = [candidate] + ([production] if production and production != candidate else [])
             results, report = run_evaluation(spark, cfg, ds, versions)
             details.update(report=str(report), metrics={
                 f"{r.name if r.name != 'model' else r.model_version}/{r.protocol}/{r.split}":
                     {m: r.metrics.get(m) for m in ("hr@10", "ndcg@10", "mrr@20")} for r in results})
-        with manifest.stage("gate") as details:
+        with _stage(manifest, cfg, "gate") as details:
             decision = evaluate_gate(spark, cfg, ds, candidate, production)
             if decision.approved:
                 set_production(registry, candidate, reason=f"nightly {ds}: {decision.reason}")
@@ -85,7 +96,7 @@ def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
             raise NoModelError(f"the first candidate {candidate} was refused by the gate ({decision.reason}) "
                                f"and there is no earlier production model to score with; see {decision.reference} "
                                f"in the evaluation report and retrain (e.g. more train.epochs)")
-        with manifest.stage("score") as details:
+        with _stage(manifest, cfg, "score") as details:
             details.update(score_night(spark, cfg, ds))
         manifest.outcome = {"model_version": production_version(registry), "candidate": candidate,
                             "gate_approved": decision.approved}
@@ -137,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     night = first
     while night <= last:
         try:
-            manifest = run_night(spark, cfg, night.isoformat())
+            with exclusive_run(cfg.storage.root, "nightly", night.isoformat()):
+                manifest = run_night(spark, cfg, night.isoformat())
+        except RunLocked as exc:
+            log.error("%s", exc)
+            return EXIT_LOCKED
         except (DataQualityError, NoModelError, PublishError) as exc:
             log.error("night %s failed: %s (manifest: %s)", night, exc, manifest_path(cfg, night.isoformat()))
             return 3
