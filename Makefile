@@ -43,6 +43,7 @@ benchmark: install
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/real_data.py
+	$(BIN)/python benchmarks/real_data_lstm.py
 
 dist: install
 	rm -rf dist

@@ -1,0 +1,228 @@
+"""Real-data benchmark of the LSTM through the real jobs, next to the baselines and ANCHORS.md.
+
+Per dataset, in a fresh temp workspace: ``recsys import-events`` -> ``recsys build-sequences`` (last
+night, whole history) -> ``recsys train`` (Horovod, 2 processes on local Spark) -> evaluation:
+
+* MovieLens-100K ``u.data`` and Amazon Beauty (``Beauty.txt``): ``recsys evaluate`` on the night's
+  leave-last-out test split, the LSTM and the baselines on identical queries (full ranking over
+  items seen in the fit data, history masked, conservative ties);
+* YooChoose clicks 100k: the GRU4Rec session protocol on the ``test`` file, which no night holds, so
+  the library is called here: baselines fitted on every ``train_full`` session, queries from
+  :func:`recsys_spark.evaluation.session_queries`, the same ``evaluate`` as the baselines.
+
+Protocol differences, recorded with the results: the LSTM trains without the last two events of each
+user/session (they are its validation and test targets), while the leave-last-out baselines fit on
+all but the last one and the yoochoose baselines on all of ``train_full``; the jobs order timestamp
+ties by item id, the ANCHORS cross-checks by file order.
+
+    .venv/bin/python -m benchmarks.real_data_lstm [--datasets movielens-100k beauty yoochoose]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "benchmarks" / "results"
+RECSYS = Path(sys.executable).parent / "recsys"
+VERSION = "bench-lstm"
+log = logging.getLogger("benchmark")
+
+SPARK = ["spark.master=local[2]", "spark.conf={spark.driver.memory: 4g, spark.sql.shuffle.partitions: '4'}"]
+BASELINES = "evaluate.baselines=[most_popular,transitions,sknn,als]"
+DATASETS = {
+    # name: (import format, file, build-sequences/train overrides)
+    "movielens-100k": ("movielens", DATA / "movielens-100k" / "u.data",
+                       ["sequences.min_item_support=1", "sequences.min_user_support=3",
+                        "sequences.window_length=50", "sequences.stride=25"]),
+    "beauty": ("sequences", DATA / "amazon-beauty-s3rec" / "Beauty.txt",
+               ["sequences.min_item_support=1", "sequences.min_user_support=3",
+                "sequences.window_length=50", "sequences.stride=25"]),
+    "yoochoose": ("gru4rec", DATA / "yoochoose-clicks-100k" / "yoochoose-clicks-100k_train_full.txt",
+                  ["sequences.min_item_support=1", "sequences.min_user_support=2",
+                   "sequences.collapse_repeats=false", "sequences.window_length=20",
+                   "sequences.stride=20"]),
+}
+COMMON = ["sequences.lookback_days=100000", "sequences.max_rejected_share=0.01",
+          "sequences.max_history=200", "train.backend=horovod", "train.launcher=spark",
+          "train.num_proc=2", "train.threads_per_proc=1", "evaluate.protocols=[leave_last_out]",
+          "evaluate.splits=[test]", BASELINES, *SPARK]
+ANCHORS = {
+    # From ANCHORS.md; the baselines' figures are on the benchmark loaders' exact splits.
+    "movielens-100k": {"transitions": {"hr@10": 0.1457, "ndcg@10": 0.0794, "hr@20": 0.2266, "ndcg@20": 0.0997},
+                       "most_popular": {"hr@10": 0.0862, "ndcg@10": 0.0440, "hr@20": 0.1266, "ndcg@20": 0.0541}},
+    "beauty": {"SASRec (published)": {"hr@10": 0.0921, "ndcg@10": 0.0531},
+               "eSASRec (published)": {"hr@10": 0.0928, "ndcg@10": 0.0523},
+               "transitions": {"hr@10": 0.0757, "ndcg@10": 0.0503, "hr@20": 0.0926, "ndcg@20": 0.0545}},
+    "yoochoose": {"GRU4Rec bpr-max (official)": {"hr@10": 0.6154, "hr@20": 0.6887, "mrr@20": 0.3650},
+                  "GRU4Rec CE+logQ (official)": {"hr@10": 0.6083, "hr@20": 0.6814, "mrr@20": 0.3674},
+                  "V-SKNN": {"hr@10": 0.5972, "hr@20": 0.6703, "mrr@20": 0.3561},
+                  "transitions": {"hr@10": 0.5479, "hr@20": 0.5907, "mrr@20": 0.3430}},
+}
+REPORTED = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")
+
+
+def _recsys(args: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    result = subprocess.run([str(RECSYS), *args, "--log-level", "WARNING"], cwd=cwd,
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"recsys {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+    return time.perf_counter() - start
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [x for o in overrides for x in ("--set", o)]
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(float(metrics[k]), 4) for k in REPORTED if k in metrics}
+
+
+def _session_evaluation(workdir: Path, ds: str, overrides: list[str]) -> list[dict]:
+    """The session protocol on the yoochoose test file: test items are mapped through the night's
+    item_index; items it lacks get fresh indices past the vocabulary, which the baselines never saw
+    and the model ignores in inputs, and as targets are skipped (not rankable), as in real_data.py."""
+    from recsys_spark import baselines as B
+    from recsys_spark import evaluation as E
+    from recsys_spark import schemas as S
+    from recsys_spark.config import load_config
+    from recsys_spark.datasets import DatasetMetadata, dataset_dir
+    from recsys_spark.session import get_spark
+
+    cfg = load_config("local", [*overrides, "spark.hive=false", f"storage.root={workdir / 'var'}",
+                                 f"spark.warehouse_dir={workdir / 'session-warehouse'}"])
+    spark = get_spark(cfg)
+    tables = workdir / "var" / "warehouse" / "recsys.db"
+    meta = DatasetMetadata.load(dataset_dir(cfg.storage.root, ds))
+    index = spark.read.parquet(str(tables / "item_index" / f"version={ds}")).toPandas()
+    lookup = dict(zip(index[S.ITEM_ID].astype(str), index[S.ITEM_IDX].astype(int)))
+    test = pd.read_csv(DATA / "yoochoose-clicks-100k" / "yoochoose-clicks-100k_test.txt", sep="\t",
+                       dtype={"SessionId": str, "ItemId": str})
+    test["order"] = np.arange(len(test))
+    test = test.sort_values(["SessionId", "Time", "order"], kind="stable")
+    unknown = sorted(set(test["ItemId"]) - set(lookup))
+    lookup.update({item: meta.num_items + i for i, item in enumerate(unknown)})
+    num_items = meta.num_items + len(unknown)
+    sessions = (test.assign(item_idx=test["ItemId"].map(lookup))
+                .groupby("SessionId", sort=False)["item_idx"].apply(list).reset_index())
+    test_df = spark.createDataFrame([(s, [int(i) for i in items]) for s, items in
+                                     zip(sessions["SessionId"], sessions["item_idx"])],
+                                    f"{S.USER_ID} string, {S.ITEM_IDX} array<int>")
+    queries = E.collect_queries(E.session_queries(test_df))
+    fit = spark.read.parquet(str(tables / "user_sequences" / f"ds={ds}")).select(S.USER_ID, S.ITEM_IDX, S.TS)
+    data = B.prepare_fit_data(fit, num_items)
+    ev = cfg.evaluate
+    results = E.evaluate_baselines(data, queries, ev.baselines, ev, protocol=E.SESSION, split=E.TEST,
+                                   mask_seen=False)
+    # The registry records the artifact path as the train job saw it (relative to its cwd).
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        scorer = E.model_scorer(cfg.storage.root, VERSION, num_items)
+    finally:
+        os.chdir(cwd)
+    model = E.evaluate(scorer, queries, data.popularity, name=E.MODEL_NAME, protocol=E.SESSION,
+                       split=E.TEST, ks=ev.ks, mask_seen=False, batch_size=ev.batch_size)
+    data.sequences.unpersist()
+    spark.stop()
+    return [{"name": r.name, "metrics": r.metrics, "n_queries": r.n_queries, "n_skipped": r.n_skipped,
+             "seconds": r.seconds} for r in [*results, model]]
+
+
+def run_dataset(name: str, workdir: Path, extra: list[str]) -> dict:
+    fmt, path, own = DATASETS[name]
+    overrides = [*COMMON, *own, *extra]
+    seconds = {"import": _recsys(["import-events", "--format", fmt, "--path", str(path), *_sets(overrides)], workdir)}
+    ds = sorted(p.name.split("=")[1] for p in (workdir / "var/warehouse/recsys.db/events").glob("ds=*"))[-1]
+    seconds["build_sequences"] = _recsys(["build-sequences", "--ds", ds, *_sets(overrides)], workdir)
+    seconds["train"] = _recsys(["train", "--ds", ds, "--model-version", VERSION, *_sets(overrides)], workdir)
+    meta = json.loads((workdir / "var" / "datasets" / f"ds={ds}" / "metadata.json").read_text())
+    trained = json.loads((workdir / "var" / "models" / VERSION / "metrics.json").read_text())
+    history = trained["history"]
+    start = time.perf_counter()
+    if name == "yoochoose":
+        protocol = "session (train_full -> test), no masking"
+        scored = _session_evaluation(workdir, ds, overrides)
+    else:
+        protocol = "leave-last-out test, seen items masked"
+        _recsys(["evaluate", "--ds", ds, "--model-version", VERSION, *_sets(overrides)], workdir)
+        report = json.loads((workdir / "var" / "reports" / f"ds={ds}" / f"evaluate_{VERSION}.json").read_text())
+        scored = [{"name": r["name"], "metrics": r["metrics"], "n_queries": r["n_queries"],
+                   "n_skipped": r["n_skipped"], "seconds": r["seconds"]} for r in report]
+    seconds["evaluate"] = time.perf_counter() - start
+    model = next(s for s in scored if s["name"] == "model")
+    return {
+        "dataset": name, "ds": ds, "protocol": protocol, "items": meta["num_items"] - 1,
+        "training_positions_per_epoch": meta["num_training_positions"],
+        "n_queries": model["n_queries"], "n_skipped": model["n_skipped"],
+        "lstm": _rounded(model["metrics"]),
+        "baselines": {s["name"]: _rounded(s["metrics"]) for s in scored if s["name"] != "model"},
+        "anchors": ANCHORS[name],
+        "training": {
+            "seconds": round(seconds["train"], 1), "epochs_run": len(history),
+            "best_epoch": trained["best_epoch"],
+            "train_seconds_per_epoch": round(float(np.median([h["train_seconds"] for h in history])), 1),
+            "seconds_per_epoch_with_validation": round(float(np.median([h["seconds"] for h in history])), 1),
+            "positions_per_second": round(float(np.median([h["positions_per_second"] for h in history]))),
+            "validation": _rounded(trained["validation"]),
+            "world_size": trained["world_size"], "loss": trained["loss"]},
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "overrides": overrides,
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    """README table: the LSTM, the best baseline and the anchors per dataset."""
+    lines = ["| dataset (protocol) | system | HR@10 | NDCG@10 | MRR@10 | HR@20 | NDCG@20 | MRR@20 |",
+             "|---|---|---|---|---|---|---|---|"]
+    cell = lambda m, k: f"{m[k]:.4f}" if k in m else ""  # noqa: E731
+    for r in results:
+        label = f"{r['dataset']} ({r['protocol']}, {r['n_queries']} queries)"
+        t = r["training"]
+        rows = [(f"**LSTM** ({t['epochs_run']} epochs, {t['train_seconds_per_epoch']} s/epoch, "
+                 f"{t['positions_per_second']} pos/s, 2 Horovod procs)", r["lstm"])]
+        rows += [(name, m) for name, m in r["baselines"].items()]
+        rows += [(f"{name} [ANCHORS]", m) for name, m in r["anchors"].items()]
+        for system, m in rows:
+            lines.append(f"| {label} | {system} | " + " | ".join(cell(m, k) for k in
+                         ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")) + " |")
+            label = ""
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="extra config override for every job, e.g. train.epochs=5")
+    parser.add_argument("--out", default=str(RESULTS / "real_data_lstm.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    results = []
+    for name in args.datasets:
+        with tempfile.TemporaryDirectory(prefix=f"recsys-lstm-{name}-") as tmp:
+            log.info("%s: running the jobs in %s", name, tmp)
+            results.append(run_dataset(name, Path(tmp), args.overrides))
+            log.info("%s: LSTM %s; baselines %s", name, results[-1]["lstm"], results[-1]["baselines"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": "2 cores", "results": results}, indent=2))
+    out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
