@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
@@ -40,6 +40,8 @@ hostile_row = st.tuples(hostile_text, hostile_text, st.one_of(hostile_text, st.s
 @FUZZ
 @given(valid=st.lists(valid_row, max_size=8), hostile=st.lists(hostile_row, min_size=1, max_size=12),
        extra=st.booleans())
+@example(valid=[], hostile=[("u", "i", "view", "1969-12-31 23:59:59"), ("u", "i", "view", "2026-11-21 00:00:00"),
+                            ("u", "i", "view", "0001-01-01")], extra=False)
 def test_fuzzed_event_rows_are_accepted_or_quarantined_never_lost(spark, valid, hostile, extra):
     """Nulls, blanks, NUL bytes, huge and unicode strings, unparsable, pre-1970 and future
     timestamps, extra columns: count in = accepted + rejected, each rejection has a known reason,
