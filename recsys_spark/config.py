@@ -91,11 +91,11 @@ class SequencesConfig:
 
 @dataclass
 class TrainConfig:
-    embedding_dim: int = 64
-    hidden_size: int = 128
+    embedding_dim: int = 128
+    hidden_size: int = 256
     num_layers: int = 1
     cell: str = "lstm"
-    dropout: float = 0.2
+    dropout: float = 0.1
     loss: str = "softmax"
     batch_size: int = 128
     epochs: int = 10

@@ -148,6 +148,7 @@ def _score_batch(frame: pd.DataFrame, model, n_model: int, ids: np.ndarray, pop:
         known_blocked = block[block < n_model]
         banned[:, torch.from_numpy(known_blocked)] = True
         banned[:, 0] = True
+        banned[:, len(ids):] = True  # items newer than this night's vocabulary (re-scoring an old night)
         scores = scores.masked_fill(banned, -math.inf)
         top = top_k_indices(scores, spec.k)
         for pos, row_recs in zip(rows, _rec_lists(ids, top.numpy(), scores.gather(1, top).numpy())):

@@ -5,7 +5,7 @@ from recsys_spark.config import ConfigError, load_config, parse_override
 
 def test_local_config_layers_over_base():
     cfg = load_config("local")
-    assert cfg.spark.master == "local[*]"
+    assert cfg.spark.master == "local[*,4]"
     assert cfg.storage.database == "recsys"
     assert cfg.sequences.window_length == 50  # from base.yaml
 

@@ -211,3 +211,10 @@ def test_regressed_model_is_refused_from_offline_metrics(spark, cfg):
     assert evaluate_gate(spark, cfg, "2026-11-18", "good", "prod").approved
     assert evaluate_gate(spark, cfg, "2026-11-18", "bad", None).approved  # first model: beats popularity
     assert not evaluate_gate(spark, cfg, "2026-11-18", "unknown", "prod").approved  # no metrics: fail closed
+
+
+def test_a_model_newer_than_the_night_only_recommends_the_nights_items(spark, model_dir, index):
+    """Re-scoring an old night with today's model: items added since that night are never listed."""
+    old_night = index.head(4)  # the model knows 6 items, this night's vocabulary only 4
+    (row,) = run_scoring(spark, model_dir, old_night, [("u1", [1])]).collect()
+    assert [r.item_id for r in row.recs] == ["i2", "i3", "i4"]
