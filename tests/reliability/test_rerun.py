@@ -43,5 +43,6 @@ def test_output_ignores_clock_time_zone_file_order_and_partitioning(world):
                    "spark.driver.memory: 1g}", "score.partitions=3"],
         extra_env={"TZ": "Pacific/Kiritimati"})
     assert rcs(result) == [0, 0], result["log"][-3000:]
-    assert result["after"]["tables"]["events"] == world.baseline["tables"]["events"]
+    # Same rows in the rewritten night (other tests of the session may add other nights to the world).
+    assert result["after"]["tables"]["events"][NIGHT2] == world.baseline["tables"]["events"][NIGHT2]
     assert _night2_outputs(result["after"]) == _night2_outputs(world.baseline)
