@@ -127,11 +127,6 @@ def collapse_repeats(events: DataFrame) -> DataFrame:
             .drop("_prev"))
 
 
-def support_counts(events: DataFrame) -> tuple[DataFrame, DataFrame]:
-    return (events.groupBy(S.ITEM_ID).agg(F.count(F.lit(1)).alias("_n_item")),
-            events.groupBy(S.USER_ID).agg(F.count(F.lit(1)).alias("_n_user")))
-
-
 def apply_min_support(events: DataFrame, min_item: int, min_user: int) -> DataFrame:
     """One round of minimum support: drop items with < min_item events, then users with < min_user."""
     items = events.groupBy(S.ITEM_ID).agg(F.count(F.lit(1)).alias("_n")).where(F.col("_n") >= min_item)
