@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install airflow-venv nightly test benchmark dist clean-var clean help
+.PHONY: install airflow-venv nightly test reliability-mutations benchmark dist clean-var clean help
 
 help:
 	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first)"
 	@echo "make test      - run the test suite (installs first)"
+	@echo "make reliability-mutations - remove each reliability protection in turn; its test must fail (~25 min)"
 	@echo "make benchmark - run every benchmark (slow, about an hour; writes benchmarks/results/*.json)"
 	@echo "make dist      - build dist/*.whl and dist/recsys_spark.zip (spark-submit --py-files)"
 	@echo "make clean-var - delete the local warehouse, metastore and artifacts under ./var"
@@ -36,7 +37,10 @@ nightly: install
 	$(BIN)/recsys nightly --ds $(DS)
 
 test: install airflow-venv
-	$(BIN)/python -m pytest -q -m "not benchmark"
+	$(BIN)/python -m pytest -q -m "not benchmark and not mutation"
+
+reliability-mutations: install
+	$(BIN)/python -m pytest -q -s -m mutation tests/reliability/test_protections_matter.py
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_build_sequences.py

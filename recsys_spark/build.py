@@ -155,7 +155,8 @@ def build_night(spark: SparkSession, cfg: Config, ds: str) -> dict:
     overwrite_partitions(Q.build_user_sequences(clean, index, ds, sc.max_history), sequences_table)
     sequences = spark.table(sequences_table).where(F.col(S.DS) == ds).cache()
 
-    splits = Q.split_sequences(sequences, sc.split, ds, sc.temporal_cutoff_days).cache()
+    splits = Q.split_sequences(sequences, sc.split, ds, sc.temporal_cutoff_days, sc.validation_fraction,
+                               sc.seed).cache()
     train_counts = (splits.select(F.explode("train").alias(S.ITEM_IDX))
                     .groupBy(S.ITEM_IDX).agg(F.count(F.lit(1)).alias(S.COUNT))).cache()
     cdf = Q.negative_cdf(train_counts.toPandas(), num_items, sc.negative_alpha)

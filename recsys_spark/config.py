@@ -80,6 +80,8 @@ class SequencesConfig:
     max_history: int = 200
     split: str = "leave_last_out"
     temporal_cutoff_days: int = 1
+    validation_fraction: float = 1.0
+    """validation_only split: the share of users (seeded sample) whose last item is validation."""
     window_length: int = 50
     stride: int = 25
     num_negatives: int = 32

@@ -43,7 +43,7 @@ from recsys_spark import baselines as B
 from recsys_spark import schemas as S
 from recsys_spark.build import USER_SEQUENCES
 from recsys_spark.datasets import METADATA, DatasetMetadata, dataset_dir
-from recsys_spark.sequences import day_end
+from recsys_spark.sequences import VALIDATION_ONLY, day_end
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
 from training.metrics import ranking_metrics, target_ranks
 
@@ -429,6 +429,10 @@ def _protocol_data(spark: SparkSession, cfg, sequences: DataFrame, protocol: str
     dataset's own ``test``/``validation`` Parquet when the dataset was split that way, so the model
     is evaluated on exactly the rows it was validated on; otherwise queries are built here."""
     if protocol == LEAVE_LAST_OUT:
+        if meta is not None and meta.split == VALIDATION_ONLY:
+            raise ValueError(f"night {ds} was built with sequences.split={VALIDATION_ONLY}: its last items "
+                             "chose the model's epoch, so a leave-last-out test on them is biased; evaluate "
+                             "with the temporal protocol or rebuild with leave_last_out")
         fit, queries = leave_last_out(sequences, split)
         if meta is not None and meta.split == LEAVE_LAST_OUT:
             queries = (spark.read.parquet(str(dataset_dir(cfg.storage.root, ds) / split))

@@ -32,7 +32,8 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 LEAVE_LAST_OUT = "leave_last_out"
 TEMPORAL = "temporal"
-SPLITS = (LEAVE_LAST_OUT, TEMPORAL)
+VALIDATION_ONLY = "validation_only"
+SPLITS = (LEAVE_LAST_OUT, TEMPORAL, VALIDATION_ONLY)
 
 _ORDER = "_order"
 _REASON = "_reason"
@@ -230,6 +231,26 @@ def split_leave_last_out(sequences: DataFrame) -> DataFrame:
         F.when(held_out, F.element_at(items, -1)).alias("test_target"))
 
 
+def split_validation_only(sequences: DataFrame, fraction: float = 1.0, seed: int = 0) -> DataFrame:
+    """Validation = the last item of a seeded ``fraction`` of the users, train = everything else; no
+    test split. For data whose test set lies outside the pipeline (a session benchmark's test file, a
+    later night scored online): the model trains on the freshest events, and on short sessions a
+    fraction < 1 keeps most last items in training (one per session is a third of yoochoose's targets)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"sequences.validation_fraction must be in (0, 1], got {fraction}")
+    items = F.col(S.ITEM_IDX)
+    n = F.size(items)
+    sampled = F.pmod(F.xxhash64(F.lit(seed), F.col(S.USER_ID)), F.lit(10_000)) < F.lit(round(fraction * 10_000))
+    held_out = (n >= 2) & sampled
+    return sequences.select(
+        S.USER_ID,
+        F.when(held_out, F.slice(items, 1, n - 1)).otherwise(items).alias("train"),
+        F.when(held_out, F.slice(items, 1, n - 1)).alias("val_history"),
+        F.when(held_out, F.element_at(items, -1)).alias("val_target"),
+        F.lit(None).cast("array<int>").alias("test_history"),
+        F.lit(None).cast("int").alias("test_target"))
+
+
 def split_temporal(sequences: DataFrame, ds: str, cutoff_days: int) -> DataFrame:
     """Global temporal split: test period = the last ``cutoff_days`` before the end of ``ds``,
     validation = the ``cutoff_days`` before that. Train holds events before the validation cut-off;
@@ -250,11 +271,14 @@ def split_temporal(sequences: DataFrame, ds: str, cutoff_days: int) -> DataFrame
         F.when(has_test, F.element_at(items, n_test + 1)).alias("test_target"))
 
 
-def split_sequences(sequences: DataFrame, split: str, ds: str, cutoff_days: int) -> DataFrame:
+def split_sequences(sequences: DataFrame, split: str, ds: str, cutoff_days: int,
+                    validation_fraction: float = 1.0, seed: int = 0) -> DataFrame:
     if split == LEAVE_LAST_OUT:
         return split_leave_last_out(sequences)
     if split == TEMPORAL:
         return split_temporal(sequences, ds, cutoff_days)
+    if split == VALIDATION_ONLY:
+        return split_validation_only(sequences, validation_fraction, seed)
     raise ValueError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
 
 

@@ -2,9 +2,12 @@
 import datetime as dt
 
 import numpy as np
+import pytest
 from chispa import assert_df_equality
 
 from recsys_spark import evaluation as E
+from recsys_spark.config import load_config
+from recsys_spark.datasets import DatasetMetadata
 
 T0 = dt.datetime(2026, 11, 1)
 SEQ_SCHEMA = "user_id string, item_idx array<int>, ts array<timestamp>"
@@ -70,3 +73,18 @@ def test_collect_queries_left_pads_and_truncates(spark):
     sample = E.sample_queries(q, 2, seed=1)
     assert len(sample) == 2 and E.sample_queries(q, 2, seed=1).key.tolist() == sample.key.tolist()
     assert E.sample_queries(q, 0, seed=1) is q and np.array_equal(q.take(np.array([2])).targets, [8])
+
+
+def test_leave_last_out_refuses_a_night_built_with_validation_only(spark):
+    """Its last items chose the model's epoch: a leave-last-out test on them would be biased."""
+    seqs = sequences(spark, [("u1", [1, 2, 3, 4], [0, 1, 2, 3])])
+    meta = lambda split: DatasetMetadata(ds="2026-11-04", num_items=5, window_length=4,  # noqa: E731
+                                         num_negatives=1, negative_alpha=0.75, split=split,
+                                         item_index_version="2026-11-04", num_training_examples=1,
+                                         num_training_positions=2, num_validation=1, num_test=0, row_groups=1)
+    cfg = load_config("local")
+    with pytest.raises(ValueError, match="split=validation_only"):
+        E._protocol_data(spark, cfg, seqs, E.LEAVE_LAST_OUT, E.TEST, "2026-11-04", meta("validation_only"))
+    # Twin: a temporal night is evaluated leave-last-out from its sequences.
+    _, queries = E._protocol_data(spark, cfg, seqs, E.LEAVE_LAST_OUT, E.TEST, "2026-11-04", meta("temporal"))
+    check(queries, spark.createDataFrame([("u1", [1, 2, 3], 4, [1, 2, 3])], QUERY_SCHEMA))

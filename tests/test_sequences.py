@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from chispa import assert_df_equality
+from chispa.dataframe_comparer import DataFramesNotEqualError
 from pyspark.sql import functions as F
 
 from recsys_spark import schemas as S
@@ -176,6 +177,30 @@ def test_leave_last_out_split(spark):
     expected = spark.createDataFrame([("u1", [1, 2], [1, 2], 3, [1, 2, 3], 4),
                                       ("u2", [5, 6], None, None, None, None)], Q.SPLIT_SCHEMA)
     assert_df_equality(Q.split_leave_last_out(seqs), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_validation_only_split_trains_on_all_but_the_last_item(spark):
+    seqs = sequences_df(spark, [("u1", [1, 2, 3, 4]), ("u2", [5])])
+    expected = spark.createDataFrame([("u1", [1, 2, 3], [1, 2, 3], 4, None, None),
+                                      ("u2", [5], None, None, None, None)], Q.SPLIT_SCHEMA)
+    got = Q.split_sequences(seqs, Q.VALIDATION_ONLY, "2026-11-20", 1)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    # Twin: leave-last-out keeps one more item out of training, so the frames differ.
+    with pytest.raises(DataFramesNotEqualError):
+        assert_df_equality(Q.split_leave_last_out(seqs), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_validation_fraction_holds_out_a_seeded_sample_of_users(spark):
+    seqs = sequences_df(spark, [(f"u{k}", [1, 2, 3]) for k in range(400)])
+    held_out = lambda frame: {r.user_id for r in frame.where("val_target IS NOT NULL").collect()}  # noqa: E731
+    sample = held_out(Q.split_validation_only(seqs, fraction=0.25, seed=7))
+    assert 60 <= len(sample) <= 140
+    # Same users for the same seed under another partitioning; another seed draws other users.
+    assert held_out(Q.split_validation_only(seqs.repartition(7), fraction=0.25, seed=7)) == sample
+    assert held_out(Q.split_validation_only(seqs, fraction=0.25, seed=8)) != sample
+    assert len(held_out(Q.split_validation_only(seqs, fraction=1.0, seed=7))) == 400
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        Q.split_validation_only(seqs, fraction=0.0)
 
 
 def test_temporal_split_cuts_on_global_time(spark):
