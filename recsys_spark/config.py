@@ -81,7 +81,8 @@ class SequencesConfig:
     split: str = "leave_last_out"
     temporal_cutoff_days: int = 1
     validation_fraction: float = 1.0
-    """validation_only split: the share of users (seeded sample) whose last item is validation."""
+    """Share of users (a seeded sample) who give up an item for validation: the second-to-last under
+    leave_last_out, the last under validation_only; the others train on it."""
     window_length: int = 50
     stride: int = 25
     num_negatives: int = 32

@@ -216,19 +216,30 @@ SPLIT_SCHEMA = "user_id string, train array<int>, val_history array<int>, val_ta
                "test_history array<int>, test_target int"
 
 
-def split_leave_last_out(sequences: DataFrame) -> DataFrame:
+def split_leave_last_out(sequences: DataFrame, validation_fraction: float = 1.0, seed: int = 0) -> DataFrame:
     """Per user: test = last item, validation = second-to-last, train = the rest. Users with fewer
-    than 3 events only contribute training data (nothing of theirs is held out)."""
+    than 3 events only contribute training data (nothing of theirs is held out). With
+    ``validation_fraction`` < 1 only a seeded sample of users gives up its second-to-last item for
+    validation; the others train on it (the test items stay out of training for everyone)."""
     items = F.col(S.ITEM_IDX)
     n = F.size(items)
     held_out = n >= 3
+    validates = held_out & _sampled(validation_fraction, seed)
     return sequences.select(
         S.USER_ID,
-        F.when(held_out, F.slice(items, 1, n - 2)).otherwise(items).alias("train"),
-        F.when(held_out, F.slice(items, 1, n - 2)).alias("val_history"),
-        F.when(held_out, F.element_at(items, -2)).alias("val_target"),
+        F.when(validates, F.slice(items, 1, n - 2)).when(held_out, F.slice(items, 1, n - 1))
+        .otherwise(items).alias("train"),
+        F.when(validates, F.slice(items, 1, n - 2)).alias("val_history"),
+        F.when(validates, F.element_at(items, -2)).alias("val_target"),
         F.when(held_out, F.slice(items, 1, n - 1)).alias("test_history"),
         F.when(held_out, F.element_at(items, -1)).alias("test_target"))
+
+
+def _sampled(fraction: float, seed: int) -> Column:
+    """A seeded, partitioning-independent sample of ``fraction`` of the users."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"sequences.validation_fraction must be in (0, 1], got {fraction}")
+    return F.pmod(F.xxhash64(F.lit(seed), F.col(S.USER_ID)), F.lit(10_000)) < F.lit(round(fraction * 10_000))
 
 
 def split_validation_only(sequences: DataFrame, fraction: float = 1.0, seed: int = 0) -> DataFrame:
@@ -236,12 +247,9 @@ def split_validation_only(sequences: DataFrame, fraction: float = 1.0, seed: int
     test split. For data whose test set lies outside the pipeline (a session benchmark's test file, a
     later night scored online): the model trains on the freshest events, and on short sessions a
     fraction < 1 keeps most last items in training (one per session is a third of yoochoose's targets)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"sequences.validation_fraction must be in (0, 1], got {fraction}")
     items = F.col(S.ITEM_IDX)
     n = F.size(items)
-    sampled = F.pmod(F.xxhash64(F.lit(seed), F.col(S.USER_ID)), F.lit(10_000)) < F.lit(round(fraction * 10_000))
-    held_out = (n >= 2) & sampled
+    held_out = (n >= 2) & _sampled(fraction, seed)
     return sequences.select(
         S.USER_ID,
         F.when(held_out, F.slice(items, 1, n - 1)).otherwise(items).alias("train"),
@@ -274,7 +282,7 @@ def split_temporal(sequences: DataFrame, ds: str, cutoff_days: int) -> DataFrame
 def split_sequences(sequences: DataFrame, split: str, ds: str, cutoff_days: int,
                     validation_fraction: float = 1.0, seed: int = 0) -> DataFrame:
     if split == LEAVE_LAST_OUT:
-        return split_leave_last_out(sequences)
+        return split_leave_last_out(sequences, validation_fraction, seed)
     if split == TEMPORAL:
         return split_temporal(sequences, ds, cutoff_days)
     if split == VALIDATION_ONLY:

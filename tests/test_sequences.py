@@ -203,6 +203,22 @@ def test_validation_fraction_holds_out_a_seeded_sample_of_users(spark):
         Q.split_validation_only(seqs, fraction=0.0)
 
 
+def test_leave_last_out_validation_fraction_trains_the_others_on_their_second_to_last_item(spark):
+    seqs = sequences_df(spark, [(f"u{k}", [1, 2, 3, 4]) for k in range(400)])
+    split = Q.split_leave_last_out(seqs, validation_fraction=0.25, seed=7).cache()
+    validating = {r.user_id for r in split.where("val_target IS NOT NULL").collect()}
+    assert validating == {r.user_id for r in Q.split_validation_only(seqs, fraction=0.25, seed=7)
+                          .where("val_target IS NOT NULL").collect()}  # the same seeded sample
+    expected = spark.createDataFrame(
+        [(f"u{k}", [1, 2], [1, 2], 3, [1, 2, 3], 4) if f"u{k}" in validating else
+         (f"u{k}", [1, 2, 3], None, None, [1, 2, 3], 4) for k in range(400)], Q.SPLIT_SCHEMA)
+    assert_df_equality(split, expected, ignore_row_order=True, ignore_nullable=True)
+    # Every user keeps the test item out of training; a fraction of 1 is plain leave-last-out.
+    assert split.where(F.array_contains("train", 4)).count() == 0
+    assert_df_equality(Q.split_leave_last_out(seqs, validation_fraction=1.0), Q.split_leave_last_out(seqs),
+                       ignore_row_order=True, ignore_nullable=True)
+
+
 def test_temporal_split_cuts_on_global_time(spark):
     day = lambda d, h=12: dt.datetime(2026, 11, d, h)  # noqa: E731
     seqs = spark.createDataFrame([
