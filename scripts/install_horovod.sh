@@ -46,6 +46,9 @@ MAKEFLAGS="-j$(nproc)" \
   "$PYTHON" -m pip install --no-build-isolation "horovod==$HOROVOD_VERSION" \
   || die "horovod build failed; see the compiler output above"
 
-"$bindir/horovodrun" --check-build
-"$bindir/horovodrun" --check-build | grep -q '\[X\] PyTorch' || die "horovod installed without PyTorch support"
-"$bindir/horovodrun" --check-build | grep -q '\[X\] Gloo' || die "horovod installed without Gloo support"
+# Capture once, then grep: `horovodrun | grep -q` under pipefail fails at random when grep exits at
+# its first match and horovodrun dies of SIGPIPE while still printing.
+build="$("$bindir/horovodrun" --check-build)" || die "horovodrun --check-build failed"
+echo "$build"
+grep -q '\[X\] PyTorch' <<<"$build" || die "horovod installed without PyTorch support"
+grep -q '\[X\] Gloo' <<<"$build" || die "horovod installed without Gloo support"
