@@ -14,7 +14,7 @@ help:
 	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first)"
 	@echo "make test      - run the test suite (installs first)"
 	@echo "make reliability-mutations - remove each reliability protection in turn; its test must fail (~25 min)"
-	@echo "make benchmark - run every benchmark (slow, about an hour; writes benchmarks/results/*.json)"
+	@echo "make benchmark - run every benchmark (slow, about 75 minutes; writes benchmarks/results/*.json)"
 	@echo "make dist      - build dist/*.whl and dist/recsys_spark.zip (spark-submit --py-files)"
 	@echo "make clean-var - delete the local warehouse, metastore and artifacts under ./var"
 
