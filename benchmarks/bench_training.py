@@ -44,10 +44,19 @@ SETUPS = {  # name: (backend, num_proc, threads)
 }
 
 
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(RECSYS), *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait(job: subprocess.Popen) -> None:
+    _, err = job.communicate()
+    if job.returncode:
+        raise RuntimeError(f"{' '.join(map(str, job.args))} failed:\n{err[-3000:]}")
+
+
 def _recsys(args: list[str], cwd: Path) -> None:
-    result = subprocess.run([str(RECSYS), *args], cwd=cwd, capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(f"recsys {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    _wait(_start(args, cwd))
 
 
 def _sets(overrides: list[str]) -> list[str]:
@@ -98,15 +107,8 @@ def run_dataset(name: str, epochs: int, batch_size: int, workdir: Path) -> dict:
 
 
 def _train(workdir: Path, ds: str, version: str, overrides: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([str(RECSYS), "train", "--ds", ds, "--model-version", version, "--log-level",
-                             "WARNING", *_sets(overrides)], cwd=workdir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _wait(job: subprocess.Popen) -> None:
-    _, err = job.communicate()
-    if job.returncode:
-        raise RuntimeError(f"recsys train failed:\n{err[-3000:]}")
+    return _start(["train", "--ds", ds, "--model-version", version, "--log-level", "WARNING",
+                   *_sets(overrides)], workdir)
 
 
 def _summary(workdir: Path, version: str) -> dict:

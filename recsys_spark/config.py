@@ -183,6 +183,10 @@ class NightlyConfig:
     use); 'table': events are expected in recsys.events and a missing night fails the run."""
 
 
+def _short_hash(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @dataclass
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -202,15 +206,13 @@ class Config:
 
     def hash(self) -> str:
         """Short content hash of the resolved config, recorded in manifests and artifacts."""
-        payload = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()[:12]
+        return _short_hash(self.to_dict())
 
     def model_hash(self) -> str:
         """Hash of what shapes a model (the data preparation and training sections) but not where
         things live or how Spark runs: moving a warehouse or resizing a cluster keeps model names."""
-        payload = json.dumps({"sequences": dataclasses.asdict(self.sequences),
-                              "train": dataclasses.asdict(self.train)}, sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()[:12]
+        return _short_hash({"sequences": dataclasses.asdict(self.sequences),
+                            "train": dataclasses.asdict(self.train)})
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -239,6 +239,8 @@ def _sampled(fraction: float, seed: int) -> Column:
     """A seeded, partitioning-independent sample of ``fraction`` of the users."""
     if not 0 < fraction <= 1:
         raise ValueError(f"sequences.validation_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return F.lit(True)  # the default: every user, no hash per row
     return F.pmod(F.xxhash64(F.lit(seed), F.col(S.USER_ID)), F.lit(10_000)) < F.lit(round(fraction * 10_000))
 
 
