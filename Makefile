@@ -8,11 +8,14 @@ STAMP  := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install airflow-venv nightly test reliability-mutations benchmark dist clean-var clean help
+.PHONY: install airflow-venv platform-deps platform-up platform-down test-cluster benchmark-cluster nightly test reliability-mutations benchmark dist clean-var clean help
 
 help:
 	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first)"
 	@echo "make test      - run the test suite (installs first)"
+	@echo "make platform-up / platform-down - start / stop PostgreSQL metastore, Spark standalone, Thrift Server"
+	@echo "make test-cluster - the cluster tests on the platform (starts and stops it)"
+	@echo "make benchmark-cluster - a night on local[2] vs the standalone cluster, readers during publish"
 	@echo "make reliability-mutations - remove each reliability protection in turn; its test must fail (~25 min)"
 	@echo "make benchmark - run every benchmark (slow, about 75 minutes; writes benchmarks/results/*.json)"
 	@echo "make dist      - build dist/*.whl and dist/recsys_spark.zip (spark-submit --py-files)"
@@ -33,11 +36,33 @@ install: $(STAMP)
 airflow-venv: $(BIN)/python
 	PYTHON=$(BIN)/python bash scripts/airflow_venv.sh .venv-airflow
 
+# The platform's Debian packages (PostgreSQL 15 and its JDBC driver); a no-op when they are there.
+PLATFORM_PACKAGES := postgresql libpostgresql-jdbc-java
+platform-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ ! -f /usr/share/java/postgresql.jar ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(PLATFORM_PACKAGES); \
+	fi
+
+platform-up: install platform-deps
+	bash scripts/platform.sh up
+
+platform-down:
+	bash scripts/platform.sh down
+
+# The cluster tests start the platform and always stop it, pass or fail.
+test-cluster: platform-up
+	$(BIN)/python -m pytest -q -m cluster; status=$$?; bash scripts/platform.sh down; exit $$status
+
+# One night on local[2] vs the standalone cluster, and JDBC readers during a publish (~15 minutes).
+benchmark-cluster: platform-up
+	$(BIN)/python -m benchmarks.bench_cluster; status=$$?; bash scripts/platform.sh down; exit $$status
+
 nightly: install
 	$(BIN)/recsys nightly --ds $(DS)
 
 test: install airflow-venv
-	$(BIN)/python -m pytest -q -m "not benchmark and not mutation"
+	$(BIN)/python -m pytest -q -m "not benchmark and not mutation and not cluster"
 
 reliability-mutations: install
 	$(BIN)/python -m pytest -q -s -m mutation tests/reliability/test_protections_matter.py

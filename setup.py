@@ -10,7 +10,8 @@ setup(
     packages=find_packages(include=["recsys_spark", "recsys_spark.*", "training", "training.*",
                                     "jobs", "jobs.*"]),
     package_data={"recsys_spark": ["log4j2.properties"]},
-    data_files=[("share/recsys-spark/conf", ["conf/base.yaml", "conf/local.yaml", "conf/cluster.yaml"])],
+    data_files=[("share/recsys-spark/conf", ["conf/base.yaml", "conf/local.yaml", "conf/standalone.yaml",
+                                              "conf/cluster.yaml"])],
     install_requires=[
         "pyspark>=4.0,<4.1",
         "pyarrow==14.0.2",
@@ -27,7 +28,9 @@ setup(
     extras_require={
         # Horovod is installed by scripts/install_horovod.sh (it needs a patched C++17 build).
         "dev": ["pytest>=8", "chispa==0.12.0", "hypothesis>=6",
-                "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
+                "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0",
+                # A real HiveServer2 JDBC client (pyspark's hive-jdbc jar) for the cluster tests.
+                "JPype1==1.7.1"],
     },
     entry_points={"console_scripts": ["recsys=recsys_spark.cli:main"]},
 )

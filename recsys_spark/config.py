@@ -32,8 +32,20 @@ class SparkConfig:
     app_name: str = "recsys-spark"
     hive: bool = True
     warehouse_dir: Optional[str] = "var/warehouse"
+    metastore: str = "derby"
+    """derby (embedded in the job's JVM under metastore_dir: one process at a time), postgres (a
+    shared PostgreSQL database at metastore_url: jobs and the Thrift Server at once) or site (the
+    cluster's hive-site.xml)."""
     metastore_dir: Optional[str] = "var/metastore"
-    """Embedded Derby metastore directory; null means use the cluster's hive-site.xml metastore."""
+    """Embedded Derby metastore directory (metastore: derby)."""
+    metastore_url: Optional[str] = None
+    """JDBC URL of the shared metastore database (metastore: postgres)."""
+    metastore_user: str = "metastore"
+    metastore_password_file: Optional[str] = None
+    """Owner-only file holding the metastore role's password; RECSYS_METASTORE_PASSWORD overrides it.
+    The password never enters the config, a command line or a log."""
+    jdbc_driver_jar: Optional[str] = None
+    """The metastore database's JDBC driver, put on the driver's class path."""
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -177,6 +189,26 @@ class ScoreConfig:
 
 
 @dataclass
+class PlatformConfig:
+    """The single-host platform of ``scripts/platform.sh`` (PostgreSQL metastore, Spark standalone,
+    Thrift Server). The master's and PostgreSQL's addresses come from ``spark.master`` and
+    ``spark.metastore_url``, so the jobs and the platform cannot disagree on them."""
+    root: str = "var/platform"
+    """Data directories, logs, pid files and the generated password."""
+    workers: int = 2
+    worker_cores: int = 1
+    worker_memory: str = "3g"
+    master_ui_port: int = 8080
+    worker_ui_port: int = 8081
+    """The first worker's web UI; the others count up."""
+    thrift_port: int = 10000
+    thrift_master: str = "local[2]"
+    """The Thrift Server's own master: it holds none of the cluster's cores."""
+    thrift_driver_memory: str = "2g"
+    start_timeout_s: int = 180
+
+
+@dataclass
 class NightlyConfig:
     source: str = "synthetic"
     """'synthetic': nights missing from recsys.events are generated (synthetic.days of history on first
@@ -197,6 +229,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -289,14 +322,15 @@ def parse_override(text: str) -> dict[str, Any]:
     return value
 
 
-def _resolve_conf_path(name: str) -> Path:
+def _resolve_conf_path(name: str, relative_to: Path = CONF_DIR) -> Path:
     path = Path(name)
     if path.exists():
         return path
-    candidate = CONF_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if candidate.exists():
-        return candidate
-    raise ConfigError(f"config file '{name}' not found (looked at {path} and {candidate})")
+    filename = name if name.endswith(".yaml") else f"{name}.yaml"
+    for candidate in dict.fromkeys([relative_to / filename, CONF_DIR / filename]):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"config file '{name}' not found (looked at {path} and {CONF_DIR / filename})")
 
 
 def _base_layer(conf_path: Optional[Path]) -> Optional[Path]:
@@ -309,6 +343,27 @@ def _base_layer(conf_path: Optional[Path]) -> Optional[Path]:
     return None
 
 
+def _read_layer(path: Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _extended_layers(conf_path: Optional[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """``conf_path`` after the chain of files its top-level ``extends: NAME`` names (e.g.
+    standalone.yaml extends local.yaml: same machine-sized settings, another deployment)."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    while conf_path is not None:
+        if any(conf_path.resolve() == seen.resolve() for seen, _ in chain):
+            raise ConfigError(f"{conf_path}: 'extends' loops back on itself")
+        data = _read_layer(conf_path)
+        parent = data.pop("extends", None)
+        chain.insert(0, (conf_path, data))
+        conf_path = None if parent is None else _resolve_conf_path(str(parent), relative_to=conf_path.parent)
+    return chain
+
+
 def load_config(conf: str | Path | None = "local", overrides: Optional[list[str]] = None) -> Config:
     """Build the config: defaults, then ``base.yaml``, then ``conf`` (a path or a name in ``conf/``),
     then each ``section.key=value`` override in order."""
@@ -316,12 +371,8 @@ def load_config(conf: str | Path | None = "local", overrides: Optional[list[str]
     conf_path = None
     if conf is not None and Path(str(conf)).name not in ("base", "base.yaml"):
         conf_path = _resolve_conf_path(str(conf))
-    layers = [p for p in (_base_layer(conf_path), conf_path) if p is not None]
-    for layer in layers:
-        try:
-            data = yaml.safe_load(Path(layer).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{layer}: not valid YAML: {exc}") from exc
+    base = _base_layer(conf_path)
+    for _, data in ([(base, _read_layer(base))] if base else []) + _extended_layers(conf_path):
         _merge(cfg, data, "")
     for override in overrides or []:
         _merge(cfg, parse_override(override), "")

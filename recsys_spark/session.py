@@ -9,9 +9,11 @@ import os
 import sys
 from pathlib import Path
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
+from recsys_spark.metastore import metastore_for
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +41,9 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         conf["spark.sql.warehouse.dir"] = _absolute(sc.warehouse_dir)
     if sc.hive:
         conf["spark.sql.catalogImplementation"] = "hive"
-    if sc.hive and sc.metastore_dir:
-        metastore = Path(sc.metastore_dir).resolve()
-        metastore.mkdir(parents=True, exist_ok=True)
-        conf.update({
-            # Embedded Derby: a single-process metastore kept under the local var/ directory.
-            "spark.hadoop.javax.jdo.option.ConnectionURL":
-                f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
-            "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
-            "spark.hadoop.hive.metastore.schema.verification": "false",
-        })
-        java_options += f" -Dderby.system.home={metastore}"
+        metastore = metastore_for(sc)
+        conf.update(metastore.spark_conf())
+        java_options = f"{java_options} {metastore.java_options()}".strip()
     conf["spark.driver.extraJavaOptions"] = java_options
     conf.update(sc.conf)
     return conf
@@ -65,16 +59,25 @@ def get_spark(cfg: Config) -> SparkSession:
     """Create (or return the active) SparkSession for ``cfg`` and make sure the database exists."""
     # Python workers must run the interpreter that runs the driver (the project's virtualenv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    settings = spark_conf(cfg)
+    conf = SparkConf().setAppName(cfg.spark.app_name).setAll(list(settings.items()))
     if not launched_by_spark_submit():
-        builder = builder.master(cfg.spark.master)
-    for key, value in spark_conf(cfg).items():
-        builder = builder.config(key, value)
+        conf.setMaster(cfg.spark.master)
+    context = SparkContext.getOrCreate(conf)
+    # The metastore's secrets go into the running JVM's Hadoop configuration, which the Hive client
+    # copies when the catalog first opens below: never onto a command line or into a log.
     if cfg.spark.hive:
-        builder = builder.enableHiveSupport()
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+        hadoop = context._jsc.hadoopConfiguration()
+        for key, value in metastore_for(cfg.spark).secrets().items():
+            hadoop.set(key, value)
+    spark = SparkSession.builder.getOrCreate()
+    # A process that runs several jobs (tests, notebooks) keeps its first context: apply the SQL
+    # settings that can still change to the session, as SparkSession.builder would.
+    for key, value in settings.items():
+        if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
+            spark.conf.set(key, value)
+    context.setLogLevel("WARN")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.storage.database}")
-    log.info("Spark %s master=%s hive=%s database=%s", spark.version, spark.sparkContext.master,
-             cfg.spark.hive, cfg.storage.database)
+    log.info("Spark %s master=%s hive=%s metastore=%s database=%s", spark.version, context.master,
+             cfg.spark.hive, cfg.spark.metastore if cfg.spark.hive else None, cfg.storage.database)
     return spark

@@ -1,0 +1,98 @@
+"""A JDBC reader that polls one query through the Spark Thrift Server while a job publishes.
+
+It is a real HiveServer2 JDBC client (the ``hive-jdbc`` driver that ships in pyspark's jars, in a JVM
+started by JPype), so it sees exactly what beeline, a BI tool or any JDBC/ODBC user would see.
+
+    python -m benchmarks.jdbc_poll --url jdbc:hive2://127.0.0.1:10000/default \\
+        --query "SELECT ds, count(*), count(DISTINCT user_id) FROM recsys.recommendations GROUP BY ds" \\
+        --out polls.json --stop-file stop
+
+It writes ``<out>.ready`` after its first answer, polls until ``--stop-file`` exists (or
+``--max-seconds``), then writes every observation (time, rows or error) to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pyspark
+
+JARS = Path(pyspark.__file__).resolve().parent / "jars"
+
+
+def connect(url: str, user: str = "recsys"):
+    import jpype
+    import jpype.imports  # noqa: F401 - enables `from java.x import Y`
+
+    if not jpype.isJVMStarted():
+        jpype.startJVM(classpath=[str(JARS / "*")], convertStrings=True)
+    from java.sql import DriverManager
+    from java.util import Properties
+
+    jpype.JClass("org.apache.hive.jdbc.HiveDriver")
+    props = Properties()
+    props.setProperty("user", user)
+    return DriverManager.getConnection(url, props)
+
+
+def query(connection, sql: str) -> list[list]:
+    statement = connection.createStatement()
+    try:
+        result = statement.executeQuery(sql)
+        width = result.getMetaData().getColumnCount()
+        rows = []
+        while result.next():
+            rows.append([result.getString(i + 1) for i in range(width)])
+        return rows
+    finally:
+        statement.close()
+
+
+def poll(url: str, sql: str, stop_file: Path, out: Path, interval_s: float, max_seconds: float) -> list[dict]:
+    connection = connect(url)
+    observations: list[dict] = []
+    start = time.monotonic()
+    while not stop_file.exists() and time.monotonic() - start < max_seconds:
+        t = time.monotonic() - start
+        try:
+            observations.append({"t": round(t, 3), "rows": query(connection, sql)})
+        except Exception as exc:  # noqa: BLE001 - every failed read is an observation to count
+            observations.append({"t": round(t, 3), "error": str(exc).splitlines()[0][:500]})
+        if len(observations) == 1:
+            out.with_name(out.name + ".ready").write_text("ready")
+        time.sleep(interval_s)
+    connection.close()
+    return observations
+
+
+def partial_views(observations: list[dict], expected: dict[str, int]) -> list[dict]:
+    """Observations of a ``SELECT ds, count(*), count(DISTINCT user_id) ... GROUP BY ds`` poll that show
+    a night with other than its complete row count, or a user twice."""
+    return [obs for obs in observations
+            if any(int(row[1]) != expected.get(row[0]) or int(row[2]) != int(row[1]) for row in obs.get("rows", []))]
+
+
+def summary(observations: list[dict], expected: dict[str, int]) -> dict:
+    return {"queries": len(observations), "errors": sum("error" in o for o in observations),
+            "partial_views": len(partial_views(observations, expected)),
+            "seconds": observations[-1]["t"] if observations else 0.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--query", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--stop-file", type=Path, required=True)
+    parser.add_argument("--interval-s", type=float, default=0.2)
+    parser.add_argument("--max-seconds", type=float, default=1800)
+    args = parser.parse_args(argv)
+    observations = poll(args.url, args.query, args.stop_file, args.out, args.interval_s, args.max_seconds)
+    args.out.write_text(json.dumps({"query": args.query, "observations": observations}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
