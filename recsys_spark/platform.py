@@ -65,6 +65,9 @@ class Part:
     """Idempotent set-up once the part answers, whether it was started now or already running."""
     extra_ports: list[int] = field(default_factory=list)
 
+    def answering(self) -> bool:
+        return self.answers() if self.answers else port_open(self.host, self.port)
+
 
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
@@ -165,7 +168,7 @@ class Platform:
         return pid if pid_alive(pid) else None
 
     def running(self, part: Part) -> bool:
-        return self.read_pid(part.name) is not None and (part.answers or (lambda: port_open(part.host, part.port)))()
+        return self.read_pid(part.name) is not None and part.answering()
 
     def spawn(self, name: str, command: list[str], env: Optional[dict] = None) -> int:
         """Start a foreground server in its own session, its output in logs/<name>.log."""
@@ -179,9 +182,8 @@ class Platform:
 
     def wait_for(self, part: Part) -> None:
         deadline = time.monotonic() + self.cfg.platform.start_timeout_s
-        check = part.answers or (lambda: port_open(part.host, part.port))
         while time.monotonic() < deadline:
-            if check():
+            if part.answering():
                 return
             if self.read_pid(part.name) is None and part.name != "postgres":
                 raise PlatformError(f"{part.name} exited during start-up; see {self.log_file(part.name)}")
