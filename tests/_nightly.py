@@ -45,7 +45,7 @@ def start(workdir: Path, runs: list[list[str]]) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen, workdir: Path) -> None:
-    code = process.wait(timeout=900)
+    code = process.wait(timeout=1800)  # a hang guard: ~4 min quiet, 20+ min on a machine under load 15
     assert code == 0, f"nightly runs in {workdir} exited {code}:\n" + (workdir / "run.log").read_text()[-6000:]
 
 
