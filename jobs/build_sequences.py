@@ -5,11 +5,11 @@ import sys
 
 from recsys_spark.build import build_night
 from recsys_spark.lock import run_exclusive
-from recsys_spark.runtime import init_job, job_parser, log, parse_ds
-from recsys_spark.sequences import DataQualityError
+from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--ds", type=parse_ds, required=True, help="night to build (YYYY-MM-DD)")
@@ -19,12 +19,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build(cfg, args) -> int:
-    spark = get_spark(cfg)
-    try:
-        summary = build_night(spark, cfg, args.ds.isoformat())
-    except DataQualityError as exc:
-        log.error("build_sequences failed for %s: %s", args.ds, exc)
-        return 3
+    summary = build_night(get_spark(cfg), cfg, args.ds.isoformat())
     log.info("built %s: %d users, %d items, %d training examples in %.0fs", args.ds, summary["users"],
              summary["items"], summary["training_examples"], summary["seconds"])
     return 0

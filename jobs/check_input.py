@@ -12,12 +12,13 @@ from pyspark.sql import functions as F
 
 from recsys_spark import schemas as S
 from recsys_spark.events import events_table, existing_nights
-from recsys_spark.runtime import init_job, job_parser, log, parse_ds
+from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
 
 NOT_READY = 75
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--ds", type=parse_ds, required=True, help="the night whose input to check")

@@ -6,11 +6,12 @@ import sys
 
 from recsys_spark.evaluation import run_evaluation
 from recsys_spark.lock import run_exclusive
-from recsys_spark.runtime import init_job, job_parser, log, parse_ds
+from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
-from training.registry import models_root, production_version
+from training.registry import models_root, production_version, require_version
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--ds", type=parse_ds, required=True, help="the night to evaluate (YYYY-MM-DD)")
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(cfg, args) -> int:
     versions = list(dict.fromkeys(args.model_version))
+    for version in versions:
+        require_version(models_root(cfg.storage.root), version)
     if args.with_production:
         production = production_version(models_root(cfg.storage.root))
         if production is None:

@@ -4,21 +4,23 @@ from __future__ import annotations
 import sys
 
 from recsys_spark.gate import evaluate_gate
-from recsys_spark.runtime import init_job, job_parser, log, parse_ds
+from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
-from training.registry import models_root, production_version, set_production
+from training.registry import models_root, production_version, require_version, set_production
 
 REFUSED = 4
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--ds", type=parse_ds, required=True, help="the night whose offline_metrics decide")
     parser.add_argument("--model-version", required=True, help="the candidate model version")
     args = parser.parse_args(argv)
     cfg = init_job(args)
-    spark = get_spark(cfg)
     root = models_root(cfg.storage.root)
+    require_version(root, args.model_version)
+    spark = get_spark(cfg)
     decision = evaluate_gate(spark, cfg, args.ds.isoformat(), args.model_version, production_version(root))
     if not decision.approved:
         log.error("candidate %s refused: %s; production stays %s", args.model_version, decision.reason,

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import sys
 
-
 from recsys_spark import schemas as S
 from recsys_spark.events import write_events, write_rejected
-from recsys_spark.importers import READERS, read_events
-from recsys_spark.runtime import init_job, job_parser, log
+from recsys_spark.importers import READERS, read_events, require_path
+from recsys_spark.runtime import init_job, job_main, job_parser, log
+from recsys_spark.sequences import DataQualityError
 from recsys_spark.session import get_spark
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--format", required=True, choices=sorted(READERS))
@@ -18,13 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rejected-ds", help="ds partition for quarantined rows (default: last event night)")
     args = parser.parse_args(argv)
     cfg = init_job(args)
+    require_path(args.path)  # a local typo fails before the JVM starts
     spark = get_spark(cfg)
     events, _ = read_events(spark, args.path, args.format, rejected_ds="")
     events = events.cache()
     ds_values = sorted(r[S.DS] for r in events.select(S.DS).distinct().collect())
     if not ds_values:
-        raise SystemExit(f"no valid events in {args.path} (format {args.format}); "
-                         f"check the format and the file")
+        raise DataQualityError(f"no valid events in {args.path} (format {args.format}); "
+                               "check the format and the file")
     rejected_ds = args.rejected_ds or ds_values[-1]
     _, rejected = read_events(spark, args.path, args.format, rejected_ds=rejected_ds)
     n = write_events(spark, cfg.storage.database, events, ds_values)

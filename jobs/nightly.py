@@ -14,13 +14,14 @@ from pyspark.sql import functions as F
 from recsys_spark import schemas as S
 from recsys_spark.build import build_night
 from recsys_spark.config import Config
+from recsys_spark.errors import DataError
 from recsys_spark.evaluation import run_evaluation
 from recsys_spark.events import events_table, existing_nights, write_events
 from recsys_spark.gate import evaluate_gate
 from recsys_spark.lock import EXIT_LOCKED, RunLocked, exclusive_run
 from recsys_spark.manifest import Manifest
-from recsys_spark.publish import PublishError, recommendations_table
-from recsys_spark.runtime import init_job, job_parser, parse_ds
+from recsys_spark.publish import recommendations_table
+from recsys_spark.runtime import init_job, job_main, job_parser, parse_ds
 from recsys_spark.sequences import DataQualityError
 from recsys_spark.serve import NoModelError, score_night
 from recsys_spark.session import get_spark
@@ -132,6 +133,7 @@ def _summary(spark: SparkSession, cfg: Config, manifest: Manifest) -> str:
     return "\n".join(lines)
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--ds", type=parse_ds, help="the night to run (YYYY-MM-DD)")
@@ -153,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         except RunLocked as exc:
             log.error("%s", exc)
             return EXIT_LOCKED
-        except (DataQualityError, NoModelError, PublishError) as exc:
-            log.error("night %s failed: %s (manifest: %s)", night, exc, manifest_path(cfg, night.isoformat()))
-            return 3
+        except DataError as exc:
+            raise type(exc)(f"night {night} failed: {exc} "
+                            f"(manifest: {manifest_path(cfg, night.isoformat())})") from exc
         print(_summary(spark, cfg, manifest), flush=True)
         night += dt.timedelta(days=1)
     return 0

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from recsys_spark.runtime import init_job, job_parser, log
+from recsys_spark.errors import UserError
+from recsys_spark.runtime import init_job, job_main, job_parser
 from training.registry import models_root, previous_production, production_version, set_production
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--to", dest="version", help="model version to restore (default: the previous one)")
@@ -16,13 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     current = production_version(root)
     target = args.version or previous_production(root)
     if target is None:
-        log.error("no earlier production model to roll back to (current: %s)", current)
-        return 2
-    try:
-        set_production(root, target, reason=f"rollback from {current}")
-    except KeyError as exc:
-        log.error("%s", exc.args[0])
-        return 2
+        raise UserError(f"no earlier production model to roll back to (current: {current})")
+    set_production(root, target, reason=f"rollback from {current}")
     print(f"production: {current} -> {target}; the next score run uses {target}")
     return 0
 

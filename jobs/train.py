@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import sys
 
+from recsys_spark.datasets import DatasetMetadata, dataset_dir
 from recsys_spark.lock import run_exclusive
-from recsys_spark.runtime import init_job, job_parser, log, parse_ds
+from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
 from training.distributed import launch, needs_spark
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--ds", type=parse_ds, required=True, help="night to train on (YYYY-MM-DD)")
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(cfg, args) -> int:
+    DatasetMetadata.load(dataset_dir(cfg.storage.root, args.ds.isoformat()))  # before the JVM and the ranks
     spark = get_spark(cfg) if needs_spark(cfg) else None
     result = launch(cfg, args.ds.isoformat(), spark, resume=args.resume,
                     model_version=args.model_version)

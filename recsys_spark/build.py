@@ -95,7 +95,8 @@ def build_night(spark: SparkSession, cfg: Config, ds: str) -> dict:
     end = dt.date.fromisoformat(ds)
     start = (end - dt.timedelta(days=sc.lookback_days - 1)).isoformat()
     if not spark.catalog.tableExists(events_table(db)):
-        raise Q.DataQualityError(f"input table {events_table(db)} does not exist: generate or import events")
+        raise Q.DataQualityError(f"no events for night {ds}: input table {events_table(db)} does not exist; "
+                                 "generate or import events")
     window = read_ds_range(spark, events_table(db), start, ds)
     summary: dict = {"ds": ds, "window": [start, ds], "split": sc.split}
 

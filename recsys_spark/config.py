@@ -17,13 +17,17 @@ from typing import Any, Optional
 
 import yaml
 
+from recsys_spark.errors import UserError
+
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override names an unknown key or has a value of the wrong type."""
+
+    exit_code = 1
 
 
 @dataclass

@@ -20,6 +20,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from recsys_spark.errors import MissingInputError
+
 TRAINING_EXAMPLES = "training_examples"
 VALIDATION = "validation"
 TEST = "test"
@@ -58,5 +60,7 @@ class DatasetMetadata:
     def load(cls, directory: str | Path) -> "DatasetMetadata":
         path = Path(directory) / METADATA
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run build-sequences for this night first")
+            night = Path(directory).name.removeprefix("ds=")
+            raise MissingInputError(f"no dataset for night {night} ({path} not found): "
+                                    "run build-sequences for this night first")
         return cls(**json.loads(path.read_text()))

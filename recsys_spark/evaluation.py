@@ -43,6 +43,7 @@ from recsys_spark import baselines as B
 from recsys_spark import schemas as S
 from recsys_spark.build import USER_SEQUENCES
 from recsys_spark.datasets import METADATA, DatasetMetadata, dataset_dir
+from recsys_spark.errors import MissingInputError, NotFoundError
 from recsys_spark.sequences import VALIDATION_ONLY, day_end
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
 from training.metrics import ranking_metrics, target_ranks
@@ -408,7 +409,7 @@ def model_scorer(storage_root: str | Path, model_version: str, num_items: int) -
     entry = load_registry(models_root(storage_root))["versions"].get(model_version)
     directory = Path(entry["artifact"]) if entry else models_root(storage_root) / model_version
     if not directory.exists():
-        raise FileNotFoundError(f"model {model_version!r}: no artifact at {directory}")
+        raise NotFoundError(f"model version {model_version!r}: no artifact at {directory}")
     model = load_model(directory)
     known = model.num_items
     if known > num_items:
@@ -455,7 +456,11 @@ def run_evaluation(spark: SparkSession, cfg, ds: str, model_versions: Sequence[s
     the report under ``<storage.root>/reports/ds=<ds>/``. Evaluating candidate and production in one
     run gives the gate both on the same night."""
     ev = cfg.evaluate
-    sequences = (spark.table(qualified(cfg.storage.database, USER_SEQUENCES))
+    sequences_table = qualified(cfg.storage.database, USER_SEQUENCES)
+    if not spark.catalog.tableExists(sequences_table):
+        raise MissingInputError(f"no user_sequences for ds={ds} ({sequences_table} does not exist): "
+                                "run build-sequences for this night first")
+    sequences = (spark.table(sequences_table)
                  .where(F.col(S.DS) == ds).select(S.USER_ID, S.ITEM_IDX, S.TS))
     meta_dir = dataset_dir(cfg.storage.root, ds)
     meta = DatasetMetadata.load(meta_dir) if (meta_dir / METADATA).exists() else None
@@ -464,7 +469,7 @@ def run_evaluation(spark: SparkSession, cfg, ds: str, model_versions: Sequence[s
     else:
         largest = sequences.select(F.max(F.array_max(S.ITEM_IDX))).first()[0]
         if largest is None:
-            raise ValueError(f"no user_sequences for ds={ds}: run build-sequences for this night first")
+            raise MissingInputError(f"no user_sequences for ds={ds}: run build-sequences for this night first")
         num_items = largest + 1
     scorers = dict(scorers or {})
     for version in model_versions:

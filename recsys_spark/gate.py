@@ -12,8 +12,10 @@ from typing import Optional
 
 from pyspark.sql import SparkSession
 
-from recsys_spark.evaluation import BASELINE_VERSION, read_offline_metrics
 from recsys_spark.config import Config
+from recsys_spark.errors import MissingInputError
+from recsys_spark.evaluation import BASELINE_VERSION, OFFLINE_METRICS, read_offline_metrics
+from recsys_spark.tables import qualified
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ def evaluate_gate(spark: SparkSession, cfg: Config, ds: str, candidate: str,
     sc = cfg.score
     read = lambda version, name=None: read_offline_metrics(  # noqa: E731
         spark, cfg.storage.database, ds, version, sc.gate_protocol, sc.gate_split, name)
+    table = qualified(cfg.storage.database, OFFLINE_METRICS)
+    if not spark.catalog.tableExists(table):
+        raise MissingInputError(f"no offline metrics for ds={ds}: {table} does not exist; "
+                                "run evaluate for this night first")
     cand = read(candidate)
     if production and production != candidate:
         reference, ref_name, is_baseline = read(production), production, False

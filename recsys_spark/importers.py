@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
+from urllib.parse import urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark import schemas as S
+from recsys_spark.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +132,26 @@ READERS: dict[str, Callable[[DataFrame, str], tuple[DataFrame, DataFrame]]] = {
 }
 
 
+def require_path(path: str, spark: Optional[SparkSession] = None) -> None:
+    """Raise :class:`NotFoundError` naming ``path`` when it does not exist, instead of Spark's
+    PATH_NOT_FOUND after a logged Java FileNotFoundException. Local paths (plain or ``file:``) are
+    checked without Spark, so a typo fails before the JVM starts; other URIs (hdfs://, s3a://) through
+    the session's Hadoop file system once there is one."""
+    parsed = urlparse(path)
+    if parsed.scheme in ("", "file"):
+        if not Path(parsed.path if parsed.scheme else path).exists():
+            raise NotFoundError(f"input path {path} does not exist")
+    elif spark is not None:
+        jvm = spark.sparkContext._jvm
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+        if not hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(hadoop_path):
+            raise NotFoundError(f"input path {path} does not exist")
+
+
 def read_events(spark: SparkSession, path: str, fmt: str, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
     """Read ``path`` in format ``fmt`` (one of :data:`READERS`)."""
     if fmt not in READERS:
         raise ValueError(f"unknown input format '{fmt}'; known formats: {', '.join(sorted(READERS))}")
+    require_path(path, spark)
     lines = spark.read.text(path).where(F.trim(F.col("value")) != "")
     return READERS[fmt](lines, rejected_ds)

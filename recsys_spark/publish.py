@@ -20,18 +20,19 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark import schemas as S
+from recsys_spark.errors import DataError
+from recsys_spark.published import RECOMMENDATIONS, write_record
 from recsys_spark.scoring import (RANK, RECOMMENDATIONS_SCHEMA, RECS, SCORE, SOURCE, SOURCE_FALLBACK,
                                   SOURCE_MODEL)
 from recsys_spark.tables import ensure_table, qualified
 
 log = logging.getLogger(__name__)
 
-RECOMMENDATIONS = "recommendations"
 VERSIONS_DIR = "_versions"
 STAGED_SCHEMA = T.StructType([f for f in RECOMMENDATIONS_SCHEMA.fields if f.name != S.DS])
 
 
-class PublishError(RuntimeError):
+class PublishError(DataError):
     """The staged recommendations break an invariant; nothing was published."""
 
 
@@ -142,8 +143,10 @@ def remove_stale_runs(ds_dir: str, keep: set[str]) -> None:
 
 def stage_and_publish(spark: SparkSession, database: str, recommendations: DataFrame, users: DataFrame,
                       vocabulary: DataFrame, ds: str, k: int, mask_seen: bool, band: list[float],
-                      partitions: int) -> dict:
-    """The whole publish protocol; raises :class:`PublishError` (nothing published) on any violation."""
+                      partitions: int, *, storage_root: str | Path, model_version: str) -> dict:
+    """The whole publish protocol; raises :class:`PublishError` (nothing published) on any violation.
+    After the swap the night's publish record (:mod:`recsys_spark.published`) under ``storage_root``
+    names the new location, for readers without Spark."""
     table = recommendations_table(database)
     location = stage(spark, database, recommendations, ds, partitions)
     staged = read_staged(spark, location).cache()
@@ -156,6 +159,7 @@ def stage_and_publish(spark: SparkSession, database: str, recommendations: DataF
         message = "; ".join([f"{name}: {n} rows" for name, n in problems.items()] + ([band_problem] if band_problem else []))
         raise PublishError(f"recommendations for {ds} not published ({location} left unpublished): {message}")
     previous = publish_partition(spark, table, ds, location)
+    write_record(storage_root, table, ds, location, n_rows, model_version)
     remove_stale_runs(location.rsplit("/", 1)[0], {location, previous or ""})
     log.info("published %s partition ds=%s: %d users %s -> %s", table, ds, n_rows, sources, location)
     return {"rows": n_rows, "sources": sources, "location": location, "replaced": previous}

@@ -1,13 +1,18 @@
-"""Shared plumbing for the thin job entry points: argument parsing, logging, config resolution."""
+"""Shared plumbing for the thin job entry points: argument parsing, logging, config resolution, and
+turning a user's mistake into one line and an exit status."""
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import logging
 import sys
+from pathlib import Path
+from typing import Callable, Optional
 
 import recsys_spark
-from recsys_spark.config import Config, ConfigError, load_config
+from recsys_spark.config import Config, load_config
+from recsys_spark.errors import UserError
 
 log = logging.getLogger("recsys")
 
@@ -29,20 +34,48 @@ def parse_ds(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"'{text}' is not a date in YYYY-MM-DD form") from None
 
 
+def _not_py4j_retry(record: logging.LogRecord) -> bool:
+    """False for py4j's INFO "Exception while sending command." with its traceback: py4j logs it on the
+    *root* logger (``logging.info``, not its ``py4j`` logger) each time it finds a pooled gateway
+    connection closed by the JVM (a thread that used it ended, e.g. horovod.spark.run's job thread)
+    and transparently retries on a new one. The command succeeds; a failure after the retry is logged
+    at ERROR and still shows."""
+    return not (record.levelno < logging.WARNING and record.name == "root"
+                and Path(record.pathname).parent.name == "py4j")
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "matplotlib", "PIL", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if _not_py4j_retry not in root.filters:
+        root.addFilter(_not_py4j_retry)
 
 
 def init_job(args: argparse.Namespace) -> Config:
-    """Configure logging and resolve the config; a bad config exits with its message, not a trace."""
+    """Configure logging and resolve the config (a bad one raises ConfigError: see job_main)."""
     configure_logging(args.log_level)
     log.info("recsys_spark %s loaded from %s", recsys_spark.__version__, recsys_spark.__file__)
-    try:
-        cfg = load_config(args.conf, args.overrides)
-    except ConfigError as exc:
-        raise SystemExit(f"config error: {exc}") from None
+    cfg = load_config(args.conf, args.overrides)
     log.info("resolved config (hash %s):\n%s", cfg.hash(), cfg.to_yaml())
     return cfg
+
+
+def job_main(main: Callable[[Optional[list[str]]], int]) -> Callable[[Optional[list[str]]], int]:
+    """Wrap a job's ``main(argv)``: a :class:`~recsys_spark.errors.UserError` becomes one line
+    ``recsys <command>: error: <message>`` on stderr and its ``exit_code``, not a traceback. The same
+    for ``recsys <command>`` and ``spark-submit jobs/<command>.py``; any other exception is a bug and
+    keeps its traceback."""
+    module = main.__module__.rsplit(".", 1)[-1]
+    command = (Path(sys.argv[0]).stem if module == "__main__" else module).replace("_", "-")
+
+    @functools.wraps(main)
+    def run(argv: Optional[list[str]] = None) -> int:
+        try:
+            return main(argv)
+        except UserError as exc:
+            print(f"recsys {command}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+            return exc.exit_code
+    return run

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark import schemas as S
+from recsys_spark.errors import DataError
 
 # Rejection reasons of the validation step.
 MISSING_USER = "missing_user_id"
@@ -39,7 +40,7 @@ _ORDER = "_order"
 _REASON = "_reason"
 
 
-class DataQualityError(RuntimeError):
+class DataQualityError(DataError):
     """The night's input is too broken to build from; the message says what and how much."""
 
 

@@ -1,4 +1,4 @@
-"""The score stage for one night (model -> staged -> checked -> published) and user lookups."""
+"""The score stage for one night (model -> staged -> checked -> published)."""
 from __future__ import annotations
 
 import logging
@@ -10,10 +10,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark import schemas as S
+from recsys_spark.errors import DataError
 from recsys_spark.build import USER_SEQUENCES, item_index_version
 from recsys_spark.config import Config
 from recsys_spark.datasets import DatasetMetadata, dataset_dir
-from recsys_spark.publish import recommendations_table, stage_and_publish
+from recsys_spark.publish import stage_and_publish
 from recsys_spark.scoring import (GENERATED_AT, ModelPayload, ScoringSpec, id_lookup, popularity_list,
                                   score_users, scoring_inputs)
 from recsys_spark.sequences import day_end
@@ -22,7 +23,7 @@ from recsys_spark.tables import qualified
 log = logging.getLogger(__name__)
 
 
-class NoModelError(RuntimeError):
+class NoModelError(DataError):
     """No model version to score with (none given and no production model in the registry)."""
 
 
@@ -61,14 +62,8 @@ def score_night(spark: SparkSession, cfg: Config, ds: str, model_version: Option
     recommendations = scored.withColumn(GENERATED_AT, F.lit(day_end(ds))).withColumn(S.DS, F.lit(ds))
     vocabulary = index_df.where(~F.col(S.ITEM_ID).isin(sc.blocklist)) if sc.blocklist else index_df
     result = stage_and_publish(spark, db, recommendations, users.select(S.USER_ID, S.SEEN), vocabulary,
-                               ds, sc.k, sc.mask_seen, sc.row_count_band, sc.partitions)
+                               ds, sc.k, sc.mask_seen, sc.row_count_band, sc.partitions,
+                               storage_root=cfg.storage.root, model_version=version)
     users.unpersist()
     return {"model_version": version, **result}
 
-
-def lookup(spark: SparkSession, database: str, user_id: str, ds: Optional[str] = None):
-    """A user's published list for night ``ds`` (default: the latest published night)."""
-    table = spark.table(recommendations_table(database))
-    if ds is None:
-        ds = table.agg(F.max(S.DS)).first()[0]
-    return ds, table.where((F.col(S.DS) == ds) & (F.col(S.USER_ID) == user_id)).first()

@@ -27,6 +27,13 @@ def cfg(test_root) -> Config:
 
 
 @pytest.fixture(scope="session")
+def nightly_runs(tmp_path_factory):
+    """The small real nightly (tests/_nightly.py), built once for the e2e and the README tests."""
+    from _nightly import run_nightlies
+    return run_nightlies(tmp_path_factory.mktemp("nightly_e2e"))
+
+
+@pytest.fixture(scope="session")
 def spark(cfg):
     logging.getLogger("py4j").setLevel(logging.WARNING)
     session = get_spark(cfg)

@@ -1,5 +1,6 @@
 """End to end: ``jobs.nightly.main`` on tiny synthetic data, two consecutive nights, then a backfill of the
-same two nights in a fresh warehouse, and the report notebook executed against the result.
+same two nights in a fresh warehouse (tests/_nightly.py, built once per session), their logs, publish
+records, and the report notebook executed against the result.
 
 Each warehouse runs in its own process (tests/scripts/nightly_runs.py): the embedded Derby metastore admits
 one process, and a Spark driver's warehouse/metastore cannot change once the test session has one. Both
@@ -10,83 +11,22 @@ at the same time to halve the wall clock.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
+
+from _nightly import K, NIGHTS, assert_quiet_log
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-NIGHTS = ("2026-11-25", "2026-11-26")
+
 STAGES = ["events", "build_sequences", "train", "evaluate", "gate", "score"]
-K = 10
-# Tiny and single-process. train.epochs=3, not 1: after one epoch the first night's candidate loses to
-# the most_popular bootstrap baseline, the gate refuses, and with no production model there is nothing
-# to score; 3 epochs cost ~1 s more. sequences.stride must not exceed the window length.
-SETTINGS = [
-    "spark.master=local[2]",
-    "spark.conf={spark.sql.shuffle.partitions: '2', spark.default.parallelism: '2', "
-    "spark.ui.enabled: 'false', spark.driver.memory: 2g}",
-    "synthetic.events_per_day=1500", "synthetic.n_users=200", "synthetic.n_items=150", "synthetic.days=4",
-    "sequences.window_length=10", "sequences.stride=10", "sequences.num_negatives=5",
-    "train.epochs=3", "train.num_proc=1", "train.backend=single",
-    "evaluate.baselines=[most_popular,transitions]", f"score.k={K}",
-]
-
-
-def nightly_argv(*night_args: str) -> list[str]:
-    argv = [*night_args, "--conf", "local"]  # local.yaml: warehouse, metastore, artifacts under ./var
-    for setting in SETTINGS:
-        argv += ["--set", setting]
-    return argv
-
-
-def start(workdir: Path, runs: list[list[str]]) -> subprocess.Popen:
-    workdir.mkdir(parents=True)
-    log = open(workdir / "run.log", "w")
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "scripts" / "nightly_runs.py"), json.dumps(runs)],
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def finish(process: subprocess.Popen, workdir: Path) -> None:
-    code = process.wait(timeout=900)
-    assert code == 0, f"nightly runs in {workdir} exited {code}:\n" + (workdir / "run.log").read_text()[-6000:]
-
-
-class Run:
-    """What one warehouse holds after its nights: manifests, registry, published rows."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.var = workdir / "var"
-        self.published = json.loads((workdir / "published.json").read_text())
-        self.manifests = {ds: json.loads((self.var / "runs" / f"ds={ds}" / "manifest.json").read_text())
-                          for ds in NIGHTS}
-        self.registry = json.loads((self.var / "models" / "registry.json").read_text())
-
-    def recommendations(self, ds: str) -> pd.DataFrame:
-        return pd.DataFrame([r for r in self.published["rows"] if r["ds"] == ds])
-
-    def stage(self, ds: str, name: str) -> dict:
-        return next(s for s in self.manifests[ds]["stages"] if s["name"] == name)
-
-    def item_index(self, ds: str) -> pd.DataFrame:
-        return pd.read_parquet(self.var / "warehouse" / "recsys.db" / "item_index" / f"version={ds}")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Run]:
-    base = tmp_path_factory.mktemp("nightly_e2e")
-    nightly = start(base / "nightly", [nightly_argv("--ds", NIGHTS[0]), nightly_argv("--ds", NIGHTS[1])])
-    backfill = start(base / "backfill", [nightly_argv("--start", NIGHTS[0], "--end", NIGHTS[1])])
-    finish(nightly, base / "nightly")
-    finish(backfill, base / "backfill")
-    return {"nightly": Run(base / "nightly"), "backfill": Run(base / "backfill")}
+def runs(nightly_runs):
+    return nightly_runs
 
 
 def test_each_night_publishes_one_row_per_user(runs):
@@ -105,6 +45,35 @@ def test_each_night_publishes_one_row_per_user(runs):
             assert all(a[2] >= b[2] for a, b in zip(items, items[1:]))
         # the metastore partition points at the run directory the manifest recorded
         assert run.published["locations"][ds].rstrip("/") == score["location"].rstrip("/")
+
+
+def test_a_healthy_night_logs_no_traceback_and_no_noise(runs):
+    for run in runs.values():
+        assert_quiet_log((run.workdir / "run.log").read_text())
+
+
+@pytest.mark.parametrize("noise", [
+    "INFO root: Exception while sending command.\nTraceback (most recent call last):\n  File \"x.py\"",
+    "INFO root: scope global has keys ['rank_0']",
+    "[0]<stderr>:[0]<stderr>:epoch 1/12:   0%|          | 0/40",
+    "epoch 1/12:  10%|#         | 4/40\repoch 1/12:  20%|##        | 8/40",
+])
+def test_the_quiet_log_check_catches_noise(noise):
+    with pytest.raises(AssertionError):
+        assert_quiet_log("INFO recsys: fine\n" + noise + "\nINFO recsys: fine\n")
+
+
+def test_publish_records_name_what_the_metastore_serves(runs):
+    """``recsys recommend`` reads the publish record instead of the metastore: after every score run
+    it must name the partition's location, row count and model."""
+    for run in runs.values():
+        for ds in NIGHTS:
+            record = json.loads((run.var / "published" / "recommendations" / f"ds={ds}.json").read_text())
+            score = run.stage(ds, "score")["details"]
+            assert record["location"] == score["location"]
+            assert record["location"].rstrip("/") == run.published["locations"][ds].rstrip("/")
+            assert (record["ds"], record["rows"], record["model_version"]) == \
+                (ds, score["rows"], score["model_version"])
 
 
 def test_manifests_record_stages_versions_and_the_gate(runs):

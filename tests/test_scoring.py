@@ -12,6 +12,7 @@ from recsys_spark import schemas as S
 from recsys_spark.gate import decide, evaluate_gate
 from recsys_spark.publish import (PublishError, partition_location, recommendations_table, stage,
                                   stage_and_publish)
+from recsys_spark.published import read_record, read_user
 from recsys_spark.scoring import (GENERATED_AT, SCORED_SCHEMA, ModelPayload, ScoringSpec, id_lookup,
                                   popularity_list, score_users, scoring_inputs)
 from training.model import LSTMRecommender, save_model
@@ -112,76 +113,91 @@ def vocabulary(spark, index):
     return spark.createDataFrame(index[[S.ITEM_ID, S.ITEM_IDX]])
 
 
-def publish(spark, scored, users, vocab, ds, band=(0.5, 2.0)):
+def publish(spark, cfg, scored, users, vocab, ds, band=(0.5, 2.0)):
     return stage_and_publish(spark, DB, night(spark, scored, ds), users, vocab, ds, k=3, mask_seen=True,
-                             band=list(band), partitions=2)
+                             band=list(band), partitions=2, storage_root=cfg.storage.root, model_version="v1")
 
 
 def published(spark, ds):
     return spark.table(recommendations_table(DB)).where(F.col(S.DS) == ds)
 
 
-def test_publish_is_idempotent_and_leaves_other_nights_alone(spark, db, model_dir, index):
+def test_publish_is_idempotent_and_leaves_other_nights_alone(spark, cfg, db, model_dir, index):
     rows = [(f"u{k}", [1 + k % 6]) for k in range(10)]
     scored = run_scoring(spark, model_dir, index, rows).cache()
     users, vocab = users_df(spark, rows), vocabulary(spark, index)
-    publish(spark, scored, users, vocab, "2026-11-19")
-    publish(spark, scored, users, vocab, "2026-11-20")
+    publish(spark, cfg, scored, users, vocab, "2026-11-19")
+    publish(spark, cfg, scored, users, vocab, "2026-11-20")
     before_19 = sorted(map(str, published(spark, "2026-11-19").collect()))
     first = sorted(map(str, published(spark, "2026-11-20").collect()))
-    result = publish(spark, scored, users, vocab, "2026-11-20")  # re-run the night
+    first_record = read_record(cfg.storage.root, recommendations_table(DB), "2026-11-20")
+    result = publish(spark, cfg, scored, users, vocab, "2026-11-20")  # re-run the night
     assert sorted(map(str, published(spark, "2026-11-20").collect())) == first
     assert published(spark, "2026-11-20").count() == 10  # exactly one row per user, not doubled
     assert sorted(map(str, published(spark, "2026-11-19").collect())) == before_19
     assert result["replaced"] is not None
+    # the re-run rewrote the night's publish record: it names what the metastore now serves
+    record = read_record(cfg.storage.root, recommendations_table(DB), "2026-11-20")
+    assert record["location"] == partition_location(spark, recommendations_table(DB), "2026-11-20")
+    assert record["location"] != first_record["location"]
+    assert (record["rows"], record["model_version"], record["table"]) == (10, "v1", recommendations_table(DB))
+    # ... and the Parquet files it points at hold exactly the Spark-visible row
+    spark_row = published(spark, "2026-11-20").where(F.col(S.USER_ID) == "u3").first().asDict(recursive=True)
+    file_row = read_user(record, "u3")
+    assert {k: file_row[k] for k in ("user_id", "source", "model_version")} == \
+        {k: spark_row[k] for k in ("user_id", "source", "model_version")}
+    assert [(r["rank"], r["item_id"]) for r in file_row["recs"]] == \
+        [(r["rank"], r["item_id"]) for r in spark_row["recs"]]
+    assert read_user(record, "nobody") is None
 
 
-def test_failed_check_keeps_the_published_partition(spark, db, model_dir, index):
+def test_failed_check_keeps_the_published_partition(spark, cfg, db, model_dir, index):
     rows = [(f"u{k}", [1 + k % 6]) for k in range(10)]
     scored = run_scoring(spark, model_dir, index, rows).cache()
     users, vocab = users_df(spark, rows), vocabulary(spark, index)
-    publish(spark, scored, users, vocab, "2026-11-22")
+    publish(spark, cfg, scored, users, vocab, "2026-11-22")
     location = partition_location(spark, recommendations_table(DB), "2026-11-22")
     before = sorted(map(str, published(spark, "2026-11-22").collect()))
     broken = scored.union(scored.limit(1))  # a duplicated user
     with pytest.raises(PublishError, match="duplicate_users: 1 rows"):
-        publish(spark, broken, users, vocab, "2026-11-22")
+        publish(spark, cfg, broken, users, vocab, "2026-11-22")
     missing = scored.where(F.col(S.USER_ID) != "u3")
     with pytest.raises(PublishError, match="missing_users: 1 rows"):
-        publish(spark, missing, users, vocab, "2026-11-22")
+        publish(spark, cfg, missing, users, vocab, "2026-11-22")
     seen_recommended = scored.withColumn("recs", F.array(F.struct(F.lit(1).alias("rank"), F.lit("i1").alias("item_id"),
                                                                   F.lit(9.0).cast("float").alias("score")),
                                                         F.col("recs")[1], F.col("recs")[2]))
     with pytest.raises(PublishError, match="seen_items_recommended"):
-        publish(spark, seen_recommended, users, vocab, "2026-11-22")
+        publish(spark, cfg, seen_recommended, users, vocab, "2026-11-22")
     assert partition_location(spark, recommendations_table(DB), "2026-11-22") == location
+    assert read_record(cfg.storage.root, recommendations_table(DB), "2026-11-22")["location"] == location
     assert sorted(map(str, published(spark, "2026-11-22").collect())) == before
 
 
-def test_row_count_band_refuses_an_abnormally_small_night(spark, db, model_dir, index):
+def test_row_count_band_refuses_an_abnormally_small_night(spark, cfg, db, model_dir, index):
     rows = [(f"u{k}", [1 + k % 6]) for k in range(10)]
     scored = run_scoring(spark, model_dir, index, rows).cache()
     vocab = vocabulary(spark, index)
-    publish(spark, scored, users_df(spark, rows), vocab, "2026-11-23")
+    publish(spark, cfg, scored, users_df(spark, rows), vocab, "2026-11-23")
     few = rows[:2]
     with pytest.raises(PublishError, match="outside the configured band"):
-        publish(spark, run_scoring(spark, model_dir, index, few), users_df(spark, few), vocab, "2026-11-24")
+        publish(spark, cfg, run_scoring(spark, model_dir, index, few), users_df(spark, few), vocab, "2026-11-24")
     assert published(spark, "2026-11-24").count() == 0
     # the twin: a wide band lets the same night through
-    publish(spark, run_scoring(spark, model_dir, index, few), users_df(spark, few), vocab, "2026-11-24",
+    publish(spark, cfg, run_scoring(spark, model_dir, index, few), users_df(spark, few), vocab, "2026-11-24",
             band=(0.1, 10))
     assert published(spark, "2026-11-24").count() == 2
 
 
-def test_crash_after_staging_leaves_the_previous_partition_and_a_rerun_completes(spark, db, model_dir, index):
+def test_crash_after_staging_leaves_the_previous_partition_and_a_rerun_completes(spark, cfg, db, model_dir, index):
     rows = [(f"u{k}", [1 + k % 6]) for k in range(10)]
     scored = run_scoring(spark, model_dir, index, rows).cache()
     users, vocab = users_df(spark, rows), vocabulary(spark, index)
-    publish(spark, scored, users, vocab, "2026-11-25", band=(0.1, 10))
+    publish(spark, cfg, scored, users, vocab, "2026-11-25", band=(0.1, 10))
     before = sorted(map(str, published(spark, "2026-11-25").collect()))
     stage(spark, DB, night(spark, scored.limit(3), "2026-11-25"), "2026-11-25", 2)  # the run dies here
     assert sorted(map(str, published(spark, "2026-11-25").collect())) == before
-    publish(spark, scored, users, vocab, "2026-11-25", band=(0.1, 10))
+    publish(spark, cfg, scored, users, vocab, "2026-11-25", band=(0.1, 10))
     assert published(spark, "2026-11-25").count() == 10
 
 

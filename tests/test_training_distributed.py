@@ -1,11 +1,14 @@
 """Real multi-process training: Horovod on Spark, horovodrun and torch DDP via TorchDistributor, on
 uneven Petastorm shards; every rank must finish with the same parameters, and a hung rank must fail
 the job within ``train.timeout_s`` (the watchdog) instead of blocking it."""
+import logging
 import time
 
 import pytest
 
+from _nightly import assert_quiet_log
 from _training_data import DS, build_dataset, train_config
+from recsys_spark.runtime import configure_logging
 from training.data import shard_row_counts
 from training.comm import WATCHDOG_EXIT_CODE
 from training.distributed import launch
@@ -31,12 +34,18 @@ def _check(result, root, version):
 
 @pytest.mark.parametrize("backend,launcher", [("horovod", "spark"), ("horovod", "horovodrun"),
                                               ("ddp", "spark")])
-def test_two_ranks_on_uneven_shards_end_in_sync(spark, cfg, root, backend, launcher):
+def test_two_ranks_on_uneven_shards_end_in_sync(spark, cfg, root, backend, launcher, caplog, capfd):
+    configure_logging("INFO")  # what every job does: the py4j retry filter, quiet third-party loggers
+    caplog.set_level(logging.INFO)
     c = train_config(cfg, root, epochs=2, backend=backend, launcher=launcher, num_proc=2, timeout_s=60)
     started = time.monotonic()
     result = launch(c, DS, spark, model_version=f"{backend}-{launcher}")
     assert time.monotonic() - started < 120  # uneven shards did not stall an allreduce
     _check(result, root, f"{backend}-{launcher}")
+    # the ranks' forwarded output and the driver's log: no py4j retry traceback, no rendezvous chatter,
+    # no interleaved progress bars (tests/_nightly.py has the check's twin)
+    captured = capfd.readouterr()
+    assert_quiet_log(caplog.text + captured.out + captured.err)
 
 
 def test_hung_rank_fails_within_the_timeout(spark, cfg, root):

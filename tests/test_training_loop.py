@@ -1,6 +1,7 @@
 """The single-process training loop: it learns, publishes an artifact, resumes exactly, survives a
 corrupt checkpoint and refuses a changed architecture; the train job drives it."""
 import json
+import logging
 import shutil
 
 import pytest
@@ -14,7 +15,7 @@ from training.data import read_eval_split, read_item_counts
 from training.metrics import ranking_metrics, seen_mask, target_ranks
 from training.model import load_model
 from training.registry import load_registry
-from training.trainer import train
+from training.trainer import LogProgress, train
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,20 @@ def test_train_job_single_process(cfg, root):
     assert train_main(args) == 0
     assert (root / "models" / "job" / "model.pt").exists()
     assert "job" in load_registry(root / "models")["versions"]
+
+
+def test_progress_without_a_terminal_is_whole_log_lines(caplog):
+    """Not a TTY (a log file, a Horovod rank's forwarded stderr): progress arrives as log lines, one per
+    interval, never as tqdm carriage-return fragments; the twin with a long interval logs nothing."""
+    caplog.set_level(logging.INFO, logger="training.trainer")
+    logged = {}
+    for interval in (0.0, 3600.0):
+        caplog.clear()
+        progress = LogProgress(5, "epoch 1/2", interval=interval)
+        for _ in range(5):
+            progress.step(1.5, 1000.0)
+        progress.close()
+        logged[interval] = [r.getMessage() for r in caplog.records]
+    assert logged[0.0][-1] == "epoch 1/2: step 4/5 (80%), loss 1.5000, 1000 positions/s"
+    assert len(logged[0.0]) == 4  # every step but the last (the epoch's summary line follows it)
+    assert logged[3600.0] == []

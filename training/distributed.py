@@ -70,8 +70,11 @@ def launch(cfg: Config, ds: str, spark=None, resume: bool = False,
         import horovod.spark
 
         env = {**os.environ, "HOROVOD_GLOO_TIMEOUT_SECONDS": str(tc.timeout_s)}
+        # verbose=0: at 1 Horovod's rendezvous server logs every key a rank puts ("scope global has
+        # keys ...", ~40 lines per run) on the root logger; failures still raise with their output.
+        log.info("launching %d Horovod ranks as Spark tasks", tc.num_proc)
         results = horovod.spark.run(train_worker, args=args, num_proc=tc.num_proc,
-                                    start_timeout=tc.timeout_s, env=env, verbose=1)
+                                    start_timeout=tc.timeout_s, env=env, verbose=0)
     elif tc.backend == "horovod" and tc.launcher == "horovodrun":
         results = _run_horovodrun(cfg, ds, resume, model_version)
     elif tc.backend == "ddp":

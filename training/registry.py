@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from recsys_spark.errors import NotFoundError
+
 REGISTRY_FILE = "registry.json"
 
 
@@ -57,10 +59,18 @@ def set_production(root: str | Path, version: str, reason: str = "") -> None:
     """Point production at ``version``; every move is appended to ``history`` (for rollback/audit)."""
     with _locked(Path(root)) as registry:
         if version not in registry["versions"]:
-            raise KeyError(f"model version {version!r} is not registered in {root}")
+            raise NotFoundError(f"model version {version!r} is not registered in {root}")
         registry["production"] = version
         registry.setdefault("history", []).append(
             {"version": version, "at": dt.datetime.now(dt.timezone.utc).isoformat(), "reason": reason})
+
+
+def require_version(root: str | Path, version: str) -> dict[str, Any]:
+    """The registry entry of ``version``; a version nobody registered is the user's typo, not a bug."""
+    entry = load_registry(root)["versions"].get(version)
+    if entry is None:
+        raise NotFoundError(f"model version {version!r} is not registered in {root}")
+    return entry
 
 
 def previous_production(root: str | Path) -> Optional[str]:

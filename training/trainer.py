@@ -226,10 +226,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
             loss_sum += loss.item()
             positions += int(batch[TARGET].count_nonzero())
             if progress is not None:
-                # refresh=False: the bar redraws on its own interval, not once per step.
-                rate = positions * comm.size / (time.perf_counter() - started)
-                progress.set_postfix(loss=f"{loss_sum / step:.4f}", pos_s=f"{rate:.0f}", refresh=False)
-                progress.update()
+                progress.step(loss_sum / step, positions * comm.size / (time.perf_counter() - started))
         feed.close()
         if progress is not None:
             progress.close()
@@ -313,12 +310,49 @@ def _gather_fingerprints(fingerprint: str, comm: Comm) -> list[str]:
     return [bytes(row.tolist()).hex() for row in comm.allgather(raw)]
 
 
+PROGRESS_INTERVAL_S = 30.0
+
+
+class BarProgress:
+    """A tqdm bar, on a terminal."""
+
+    def __init__(self, total: int, desc: str):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+
+    def step(self, loss: float, positions_per_s: float) -> None:
+        # refresh=False: the bar redraws on its own interval, not once per step.
+        self.bar.set_postfix(loss=f"{loss:.4f}", pos_s=f"{positions_per_s:.0f}", refresh=False)
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class LogProgress:
+    """One log line per ``interval`` seconds within an epoch, when stderr is not a terminal (a
+    scheduler's log file, or a Horovod rank whose stderr the launcher forwards line by line with a
+    ``[rank]<stderr>:`` prefix): tqdm's carriage-return redraws would arrive there as interleaved
+    fragments. Each epoch still ends with the trainer's own summary line."""
+
+    def __init__(self, total: int, desc: str, interval: float = PROGRESS_INTERVAL_S):
+        self.total, self.desc, self.interval = total, desc, interval
+        self.done, self.last = 0, time.monotonic()
+
+    def step(self, loss: float, positions_per_s: float) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last >= self.interval and self.done < self.total:
+            self.last = now
+            log.info("%s: step %d/%d (%d%%), loss %.4f, %.0f positions/s", self.desc, self.done, self.total,
+                     100 * self.done // self.total, loss, positions_per_s)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(enabled: bool, total: int, desc: str):
     if not enabled:
         return None
     import sys
-
-    from tqdm import tqdm
-    # In a scheduler's log (no terminal) a redraw per step floods the file: update every 30 s.
-    return tqdm(total=total, desc=desc, unit="step", leave=False,
-                mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    return BarProgress(total, desc) if sys.stderr.isatty() else LogProgress(total, desc)

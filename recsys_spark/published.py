@@ -1,0 +1,79 @@
+"""Publish records: what the score stage published for a night, readable without Spark or the metastore.
+
+Right after the metastore points partition ``ds`` at a new run directory, the score stage writes
+``<storage.root>/published/<table>/ds=<ds>.json`` (table, ds, location, rows, model_version,
+published_at) through a temporary file and a rename, so a reader sees the previous record or the new
+one, never half of one. ``recsys recommend`` reads the record and the Parquet files at its location
+with pyarrow: one user's list in about a second instead of a JVM and a metastore for one row.
+
+This module must not import pyspark (``tests/test_recommend.py`` checks it).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+from recsys_spark.errors import NotFoundError
+
+PUBLISHED_DIR = "published"
+RECOMMENDATIONS = "recommendations"  # the table's name in storage.database
+
+
+class NotPublishedError(NotFoundError):
+    """No publish record for the night asked for (never scored, or scored before records existed)."""
+
+    exit_code = 1
+
+
+def record_dir(storage_root: str | Path, table: str) -> Path:
+    return Path(storage_root) / PUBLISHED_DIR / table.rsplit(".", 1)[-1]
+
+
+def write_record(storage_root: str | Path, table: str, ds: str, location: str, rows: int,
+                 model_version: str) -> Path:
+    """Atomically replace the night's record (a re-run or a rollback re-score rewrites it)."""
+    directory = record_dir(storage_root, table)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"ds={ds}.json"
+    record = {"table": table, "ds": ds, "location": location, "rows": rows, "model_version": model_version,
+              "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    tmp = directory / f".ds={ds}.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_record(storage_root: str | Path, table: str, ds: Optional[str] = None) -> dict[str, Any]:
+    """The record of night ``ds`` (default: the latest published night)."""
+    directory = record_dir(storage_root, table)
+    if ds is None:
+        nights = sorted(p.stem.removeprefix("ds=") for p in directory.glob("ds=*.json"))
+        if not nights:
+            raise NotPublishedError(f"no night of {table} has been published yet (no record in {directory})")
+        ds = nights[-1]
+    path = directory / f"ds={ds}.json"
+    if not path.exists():
+        raise NotPublishedError(f"nothing published for ds={ds} in {table} (no record {path}): "
+                                "run score for this night first")
+    return json.loads(path.read_text())
+
+
+def read_user(record: dict[str, Any], user_id: str) -> Optional[dict[str, Any]]:
+    """One user's published row (user_id, recs, source, model_version, generated_at) or None."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    location = record["location"]
+    parsed = urlparse(location)
+    if parsed.scheme in ("", "file"):
+        filesystem, path = pafs.LocalFileSystem(), parsed.path if parsed.scheme else location
+    else:
+        filesystem, path = pafs.FileSystem.from_uri(location)
+    # Spark's _SUCCESS and .crc files are skipped (pyarrow ignores names starting with "_" or ".").
+    dataset = pads.dataset(path, filesystem=filesystem, format="parquet")
+    rows = dataset.to_table(filter=pads.field("user_id") == user_id).to_pylist()
+    return rows[0] if rows else None
