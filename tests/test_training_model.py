@@ -204,15 +204,15 @@ def test_transition_rows_and_lookup_agree_with_the_counts():
 def test_transition_term_moves_scores_and_scorers_agree():
     model = _transition_model()
     with torch.no_grad():
-        model.transition_gate.bias.copy_(torch.tensor([3.0, 1.0]))
+        model.transition_gate.bias.copy_(torch.tensor([0.5, 3.0, 1.0]))
     x = torch.tensor([[0, 1, 3], [2, 9, 4]])
     with torch.no_grad():
         scores = model.score_next(x)
         h = model.last_hidden(x)
         delta = scores - (h @ model.item_embedding.weight.t() + model.item_bias)
-    assert delta[0, 4] == pytest.approx(3 * math.log(3) + 2 / 3, abs=1e-5)
-    assert delta[0, 7] == pytest.approx(3 * math.log(2) + 1 / 3, abs=1e-5)
-    assert delta[1, 5] == pytest.approx(3 * math.log(2) + 1.0, abs=1e-5)
+    assert delta[0, 4] == pytest.approx(0.5 + 3 * math.log(3) + 2 / 3, abs=1e-5)
+    assert delta[0, 7] == pytest.approx(0.5 + 3 * math.log(2) + 1 / 3, abs=1e-5)
+    assert delta[1, 5] == pytest.approx(0.5 + 3 * math.log(2) + 1.0, abs=1e-5)
     assert torch.allclose(delta[0, [1, 2, 5, 9]], torch.zeros(4), atol=1e-5)
     items = torch.tensor([[4, 7, 9], [5, 1, 19]])
     with torch.no_grad():

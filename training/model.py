@@ -1,7 +1,7 @@
 """The next-item model: item embedding -> dropout -> LSTM/GRU -> projection, scored against the tied
 item embeddings plus a per-item bias, optionally plus a gated last-item transition term.
 
-The transition term (``transition_pairs`` not None) adds ``g(h) . [log(1 + c), c / c_row]`` to each
+The transition term (``transition_pairs`` not None) adds ``g(h) . [c > 0, log(1 + c), c / c_row]`` to each
 candidate's score, where ``c`` is how often the candidate directly followed the query's last item in
 the training sequences and ``g`` a learned linear gate on the hidden state. An embedding of a few
 hundred dimensions cannot memorise every item's exact successors, which is what last-item
@@ -36,7 +36,7 @@ ARCHITECTURE_FILE = "architecture.json"
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 TRANSITION_KEYS = "transition_keys"
 TRANSITION_COUNTS = "transition_counts"
-TRANSITION_FEATURES = ("log1p_count", "row_share")
+TRANSITION_FEATURES = ("followed", "log1p_count", "row_share")
 
 
 class LSTMRecommender(nn.Module):
@@ -66,7 +66,7 @@ class LSTMRecommender(nn.Module):
             # Start as "the transitions decide among their candidates": weight log(1 + c) by 1.
             nn.init.zeros_(self.transition_gate.weight)
             with torch.no_grad():
-                self.transition_gate.bias.copy_(torch.tensor([1.0, 0.0]))
+                self.transition_gate.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
         # Unit-variance embeddings make the initial tied dot products huge; scale by 1/sqrt(D).
         nn.init.normal_(self.item_embedding.weight, std=embedding_dim ** -0.5)
         with torch.no_grad():
@@ -173,10 +173,13 @@ class LSTMRecommender(nn.Module):
 
     def transition_term(self, h: torch.Tensor, counts: torch.Tensor,
                          row_total: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """g(h) . [log(1 + c), c / row total] for counts [..., M] of states h [..., D]."""
+        """g(h) . [c > 0, log(1 + c), c / row total] for counts [..., M] of states h [..., D]: the
+        indicator lets a rare pair rank above every unseen one (as transitions rank) without
+        over-weighting frequent pairs."""
         total = counts.sum(-1, keepdim=True) if row_total is None else row_total
         gate = self.transition_gate(h)
-        return gate[..., :1] * torch.log1p(counts) + gate[..., 1:] * counts / total.clamp(min=1.0)
+        return (gate[..., :1] * (counts > 0) + gate[..., 1:2] * torch.log1p(counts)
+                + gate[..., 2:] * counts / total.clamp(min=1.0))
 
     def row_totals(self, last: torch.Tensor, exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Pairs out of each of ``last`` [...] -> [..., 1] (one fewer where ``exclude`` is given and
