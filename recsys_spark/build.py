@@ -22,8 +22,8 @@ from pyspark.sql import functions as F
 from recsys_spark import schemas as S
 from recsys_spark import sequences as Q
 from recsys_spark.config import Config
-from recsys_spark.datasets import (ITEM_COUNTS, TEST, TRAINING_EXAMPLES, VALIDATION, DatasetMetadata,
-                                   dataset_dir)
+from recsys_spark.datasets import (ITEM_COUNTS, TEST, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
+                                   DatasetMetadata, dataset_dir)
 from recsys_spark.events import events_table, write_rejected
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified, read_ds_range
 
@@ -60,7 +60,7 @@ def _write_parquet_dataset(frames: dict[str, tuple[DataFrame, int]], target: Pat
 
 
 def _sort_keys(frame: DataFrame) -> list[str]:
-    return [c for c in (S.USER_ID, "window_end", S.ITEM_IDX) if c in frame.columns]
+    return [c for c in (S.USER_ID, "window_end", S.ITEM_IDX, S.PREV_IDX, S.NEXT_IDX) if c in frame.columns]
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -174,6 +174,7 @@ def build_night(spark: SparkSession, cfg: Config, ds: str) -> dict:
         VALIDATION: (validation, sc.num_train_workers),
         TEST: (test, sc.num_train_workers),
         ITEM_COUNTS: (train_counts, 1),
+        TRANSITIONS: (Q.transition_counts(splits), 1),
     }, target_dir)
 
     written = spark.read.parquet(f"file://{target_dir / TRAINING_EXAMPLES}")

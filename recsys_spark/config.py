@@ -115,6 +115,9 @@ class TrainConfig:
     num_layers: int = 1
     cell: str = "lstm"
     dropout: float = 0.1
+    last_item_transitions: bool = True
+    """Add the gated last-item transition term to the scores (training.model): the counts of what
+    followed the query's last item in training, which an embedding cannot memorise item by item."""
     loss: str = "softmax"
     batch_size: int = 128
     epochs: int = 10

@@ -7,6 +7,7 @@ Layout under ``storage.root``::
         validation/          user_id, input array<int>[L], target int, seen array<int>
         test/                user_id, input array<int>[L], target int, seen array<int>
         item_counts/         item_idx int, count long   (window popularity, for logQ and baselines)
+        transitions/         prev_idx int, next_idx int, count long   (training pairs, for the model)
         metadata.json        see DatasetMetadata
 
 ``input`` is left-padded with 0 (padding index). In ``training_examples`` ``target[t]`` is the next
@@ -26,6 +27,7 @@ TRAINING_EXAMPLES = "training_examples"
 VALIDATION = "validation"
 TEST = "test"
 ITEM_COUNTS = "item_counts"
+TRANSITIONS = "transitions"
 METADATA = "metadata.json"
 
 

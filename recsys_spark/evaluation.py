@@ -400,8 +400,8 @@ def known_items_only(inputs: torch.Tensor, num_known: int) -> torch.Tensor:
 
 
 def model_scorer(storage_root: str | Path, model_version: str, num_items: int) -> Scorer:
-    """Score function of a registered model (``training.model.LSTMRecommender``): the tied-embedding
-    scores after each query's last item. A model built on an older vocabulary ignores the items added
+    """Score function of a registered model (``training.model.LSTMRecommender``): its scores
+    after each query's last item (``score_next``, as in training and Spark scoring). A model built on an older vocabulary ignores the items added
     since in the input and scores them -inf (indices are append-only, so the others line up)."""
     from training.model import load_model
     from training.registry import load_registry, models_root
@@ -418,7 +418,7 @@ def model_scorer(storage_root: str | Path, model_version: str, num_items: int) -
 
     @torch.no_grad()
     def score_batch(inputs: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        scores = model.score_all(model.last_hidden(known_items_only(inputs, known)))
+        scores = model.score_next(known_items_only(inputs, known))
         return torch.nn.functional.pad(scores, (0, num_items - known), value=-math.inf)
 
     return score_batch

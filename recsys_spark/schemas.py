@@ -18,6 +18,9 @@ STAGE = "stage"
 ITEM_IDX = "item_idx"
 FIRST_SEEN_DS = "first_seen_ds"
 COUNT = "count"
+# transitions dataset: how often next_idx directly followed prev_idx in the training sequences
+PREV_IDX = "prev_idx"
+NEXT_IDX = "next_idx"
 VERSION = "version"
 
 # user_sequences

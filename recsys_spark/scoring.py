@@ -140,7 +140,7 @@ def _score_batch(frame: pd.DataFrame, model, n_model: int, ids: np.ndarray, pop:
     rows = np.flatnonzero(use_model)
     if len(rows):
         with torch.inference_mode():
-            scores = model.score_all(model.last_hidden(inputs[rows])).float()
+            scores = model.score_next(inputs[rows]).float()
         banned = torch.zeros_like(scores, dtype=torch.bool)
         if spec.mask_seen:
             user_seen = torch.from_numpy(np.where(seen[rows] < n_model, seen[rows], 0))

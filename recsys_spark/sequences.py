@@ -309,6 +309,17 @@ def eval_examples(splits: DataFrame, which: str, window_length: int) -> DataFram
                     F.array_sort(F.array_distinct(history)).cast("array<int>").alias(S.SEEN)))
 
 
+def transition_counts(splits: DataFrame) -> DataFrame:
+    """(prev_idx, next_idx, count): how often ``next_idx`` directly followed ``prev_idx`` in the
+    ``train`` sequences, i.e. exactly the (input, target) pairs of the training windows, each once.
+    Held-out items never enter it, so a model reading it learns nothing about its test targets."""
+    seq, m = F.col("train"), F.size(F.col("train"))
+    pairs = splits.where(m >= 2).select(F.explode(F.arrays_zip(
+        F.slice(seq, 1, m - 1).alias("a"), F.slice(seq, 2, m - 1).alias("b"))).alias("p"))
+    return (pairs.groupBy(F.col("p.a").cast("int").alias(S.PREV_IDX), F.col("p.b").cast("int").alias(S.NEXT_IDX))
+            .agg(F.count(F.lit(1)).alias(S.COUNT)))
+
+
 # --- 5. training windows and negatives -----------------------------------------------------------
 
 def training_windows(splits: DataFrame, window_length: int, stride: int) -> DataFrame:

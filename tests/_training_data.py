@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_spark.datasets import (ITEM_COUNTS, TEST, TRAINING_EXAMPLES, VALIDATION, DatasetMetadata,
-                                   dataset_dir)
+from recsys_spark.datasets import (ITEM_COUNTS, TEST, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
+                                   DatasetMetadata, dataset_dir)
 
 DS = "2026-11-20"
 NUM_ITEMS = 41  # item_idx 1..40, 0 = padding
@@ -87,6 +87,13 @@ def build_dataset(spark, root: Path, ds: str = DS, users: int = 400, seq_len: in
                                         "count": counts[1:]}),
                           "item_idx int, count long").coalesce(1).write.mode("overwrite") \
         .parquet(str(out / ITEM_COUNTS))
+    # The transitions dataset is the training rows' (input, target) pairs, as the build job writes it.
+    pairs = pd.Series([(a, b) for _, inputs, targets, _ in train_rows
+                       for a, b in zip(inputs, targets) if b != 0]).value_counts().sort_index()
+    spark.createDataFrame(pd.DataFrame({"prev_idx": [a for a, _ in pairs.index], "next_idx": [b for _, b in pairs.index],
+                                        "count": pairs.to_numpy(np.int64)}),
+                          "prev_idx int, next_idx int, count long").coalesce(1).write.mode("overwrite") \
+        .parquet(str(out / TRANSITIONS))
     DatasetMetadata(ds=ds, num_items=NUM_ITEMS, window_length=WINDOW, num_negatives=NUM_NEG,
                     negative_alpha=0.75, split="leave_last_out", item_index_version="v-test",
                     num_training_examples=len(train_rows),

@@ -234,3 +234,37 @@ def test_a_model_newer_than_the_night_only_recommends_the_nights_items(spark, mo
     old_night = index.head(4)  # the model knows 6 items, this night's vocabulary only 4
     (row,) = run_scoring(spark, model_dir, old_night, [("u1", [1])]).collect()
     assert [r.item_id for r in row.recs] == ["i2", "i3", "i4"]
+
+
+def test_spark_scores_of_a_transition_model_equal_the_evaluators(spark, tmp_path, index):
+    """Spark scoring and offline evaluation rank by the same score_next, transition term included."""
+    from recsys_spark.evaluation import model_scorer
+    torch.manual_seed(1)
+    model = LSTMRecommender(N_MODEL_ITEMS, embedding_dim=4, hidden_size=4, transition_pairs=3)
+    model.set_transitions(torch.tensor([1, 1, 2]), torch.tensor([5, 6, 4]), torch.tensor([3, 1, 2]))
+    with torch.no_grad():
+        model.transition_gate.bias.fill_(2.0)
+    version = "v-transitions"  # workers cache models by version: not the fixture's "v1"
+    save_model(model, tmp_path / "models" / version)
+    rows = [("u1", [2, 1]), ("u2", [3, 2]), ("u3", [4, 3, 1])]
+    popular, pop_scores = popularity_list(index, set(), 13)
+    spec = ScoringSpec(k=3, mask_seen=True, min_history=1, batch_size=2, threads=1)
+    scored = score_users(scoring_inputs(sequences(spark, rows), window_length=4).repartition(2),
+                         ModelPayload.from_artifact(version, tmp_path / "models" / version),
+                         id_lookup(index), popular, pop_scores, np.zeros(0, dtype=np.int64), spec)
+    got = {r.user_id: [x.item_id for x in r.recs] for r in scored.collect()}
+    score = model_scorer(tmp_path, version, N_MODEL_ITEMS)
+    inputs = torch.tensor([[0] * (4 - len(items)) + items for _, items in rows])
+    scores = score(inputs, torch.zeros(3, 1, dtype=torch.long))
+    for row, (user, items) in enumerate(rows):
+        scores[row, items] = -float("inf")
+        assert got[user] == [f"i{int(i)}" for i in torch.topk(scores[row], 3).indices]
+    # the transition term decides here: without it the lists differ
+    with torch.no_grad():
+        h = model.last_hidden(inputs)
+        plain = h @ model.item_embedding.weight.t() + model.item_bias
+        plain[:, 0] = -float("inf")
+    for row, (_, items) in enumerate(rows):
+        plain[row, items] = -float("inf")
+    assert [torch.topk(plain[r], 3).indices.tolist() for r in range(3)] != \
+        [torch.topk(scores[r], 3).indices.tolist() for r in range(3)]

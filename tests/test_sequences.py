@@ -287,6 +287,29 @@ def test_no_held_out_event_ever_inside_a_training_example(spark):
     assert {x for r in leaky for x in r.target} & held_out
 
 
+def test_transition_counts_are_the_training_windows_pairs(spark):
+    splits = spark.createDataFrame([("u1", [1, 2, 3, 1, 2], None, None, None, None),
+                                    ("u2", [2, 3], None, None, None, None),
+                                    ("u3", [4], None, None, None, None)], Q.SPLIT_SCHEMA)
+    got = Q.transition_counts(splits)
+    expected = spark.createDataFrame([(1, 2, 2), (2, 3, 2), (3, 1, 1)],
+                                     f"{S.PREV_IDX} int, {S.NEXT_IDX} int, {S.COUNT} long")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    # the same pairs, counted, as the (input, target) positions of the training windows
+    windows = Q.training_windows(splits, window_length=3, stride=2).collect()
+    pairs = sorted((a, b) for r in windows for a, b in zip(r.input, r.target) if b)
+    assert pairs == sorted(p for r in got.collect() for p in [(r.prev_idx, r.next_idx)] * r[S.COUNT])
+
+
+def test_transition_counts_never_see_held_out_items(spark):
+    seqs = sequences_df(spark, [(f"u{k}", [1, 2, 3, 100 + k, 200 + k]) for k in range(5)])
+    got = Q.transition_counts(Q.split_leave_last_out(seqs)).collect()
+    assert max(max(r.prev_idx, r.next_idx) for r in got) == 3
+    # the twin: counted over the full sequences, the held-out items are in
+    leaky = Q.transition_counts(seqs.withColumnRenamed(S.ITEM_IDX, "train")).collect()
+    assert max(r.next_idx for r in leaky) >= 200
+
+
 def test_negative_cdf_follows_popularity_power():
     counts = pd.DataFrame({S.ITEM_IDX: [1, 2, 3], S.COUNT: [1, 4, 0]})
     cdf = Q.negative_cdf(counts, num_items=5, alpha=0.5)

@@ -179,3 +179,87 @@ def test_registry_adds_entries_and_moves_production(tmp_path):
     assert reg["versions"]["v2"]["metrics"] == {"ndcg@10": 0.3} and "created_at" in reg["versions"]["v2"]
     with pytest.raises(KeyError):
         set_production(tmp_path, "v9")
+
+
+def _transition_model(**kw):
+    """Items 1..19; 3 was followed by 4 (twice) and 7, 4 by 5; nothing else."""
+    model = _model(transition_pairs=3, **kw)
+    model.set_transitions(torch.tensor([3, 4, 3]), torch.tensor([7, 5, 4]), torch.tensor([1, 1, 2]))
+    return model
+
+
+def test_transition_rows_and_lookup_agree_with_the_counts():
+    model = _transition_model()
+    rows = model.transition_rows(torch.tensor([3, 4, 0, 9]))
+    assert rows[0, 4] == 2 and rows[0, 7] == 1 and rows[0].sum() == 3
+    assert rows[1, 5] == 1 and rows[1].sum() == 1 and rows[2:].sum() == 0
+    items = torch.tensor([[4, 7, 5], [5, 4, 1], [1, 2, 3], [4, 4, 4]])
+    assert torch.equal(model.transition_lookup(torch.tensor([3, 4, 0, 9]), items), rows.gather(1, items))
+    # leaving each row's own pair out: one fewer, never below zero
+    left_out = model.transition_rows(torch.tensor([3, 4, 9]), exclude=torch.tensor([4, 5, 2]))
+    assert left_out[0, 4] == 1 and left_out[0, 7] == 1 and left_out[1].sum() == 0 and left_out[2].sum() == 0
+    assert model.row_totals(torch.tensor([3, 4, 9]), torch.tensor([4, 5, 2])).squeeze(-1).tolist() == [2, 0, 0]
+
+
+def test_transition_term_moves_scores_and_scorers_agree():
+    model = _transition_model()
+    with torch.no_grad():
+        model.transition_gate.bias.copy_(torch.tensor([0.5, 3.0, 1.0]))
+    x = torch.tensor([[0, 1, 3], [2, 9, 4]])
+    with torch.no_grad():
+        scores = model.score_next(x)
+        h = model.last_hidden(x)
+        delta = scores - (h @ model.item_embedding.weight.t() + model.item_bias)
+    assert delta[0, 4] == pytest.approx(0.5 + 3 * math.log(3) + 2 / 3, abs=1e-5)
+    assert delta[0, 7] == pytest.approx(0.5 + 3 * math.log(2) + 1 / 3, abs=1e-5)
+    assert delta[1, 5] == pytest.approx(0.5 + 3 * math.log(2) + 1.0, abs=1e-5)
+    assert torch.allclose(delta[0, [1, 2, 5, 9]], torch.zeros(4), atol=1e-5)
+    items = torch.tensor([[4, 7, 9], [5, 1, 19]])
+    with torch.no_grad():
+        assert torch.allclose(model.score_items(h, items, x[:, -1]), scores.gather(1, items), atol=1e-5)
+    # twin: another last item gives other scores
+    assert not torch.allclose(model.score_next(torch.tensor([[0, 1, 4]]))[0, 1:], scores[0, 1:], atol=1e-3)
+
+
+def test_transition_losses_leave_the_target_pair_out():
+    """The softmax path equals cross-entropy over score_all with each pair excluded, and excluding
+    matters: a model that simply trusted the counts would see every target as a seen transition."""
+    model = _transition_model()
+    inputs = torch.tensor([[0, 3, 4], [1, 3, 3]])
+    target = torch.tensor([[0, 4, 5], [3, 7, 4]])
+    h = model(inputs)
+    valid = target != 0
+    fn = LossComputer("softmax")
+    loss = fn(model, h, target, torch.zeros(2, 1, dtype=torch.long), inputs)
+    reference = full_softmax_loss(model.score_all(h[valid], inputs[valid], target[valid]), target[valid])
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    leaky = full_softmax_loss(model.score_all(h[valid], inputs[valid]), target[valid])
+    assert leaky.item() < loss.item() - 1e-3
+    with pytest.raises(ValueError, match="inputs"):
+        fn(model, h, target, torch.zeros(2, 1, dtype=torch.long))
+    counts = np.arange(20)
+    for kind in ("sampled_softmax", "bpr_max"):
+        sampled = LossComputer(kind, counts, 0.75, num_negatives=2, batch_size=2)
+        negatives = torch.tensor([[7, 9], [4, 5]])
+        value = sampled(model, h, target, negatives, inputs)
+        assert torch.isfinite(value)
+        # twin: other inputs (other transition rows) change the loss
+        assert sampled(model, h, target, negatives, torch.tensor([[0, 4, 3], [1, 4, 4]])).item() \
+            != pytest.approx(value.item(), rel=1e-4)
+
+
+def test_transition_model_saves_loads_and_rejects_bad_pairs(tmp_path):
+    model = _transition_model()
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path)
+    x = torch.tensor([[0, 1, 3]])
+    assert torch.equal(loaded.score_next(x), model.score_next(x))
+    assert json.loads((tmp_path / "architecture.json").read_text())["transition_pairs"] == 3
+    with pytest.raises(ValueError, match="duplicate"):
+        _model(transition_pairs=2).set_transitions(torch.tensor([3, 3]), torch.tensor([4, 4]), torch.ones(2))
+    with pytest.raises(ValueError, match="outside"):
+        _model(transition_pairs=1).set_transitions(torch.tensor([20]), torch.tensor([4]), torch.ones(1))
+    with pytest.raises(ValueError, match="built for"):
+        _model(transition_pairs=1).set_transitions(torch.tensor([3, 4]), torch.tensor([4, 5]), torch.ones(2))
+    with pytest.raises(ValueError, match="last item"):
+        model.score_all(model.last_hidden(x))

@@ -23,3 +23,17 @@ def test_warm_start_refuses_a_changed_architecture_or_a_shrunk_vocabulary():
         warm_start(LSTMRecommender(8, 4, 7), LSTMRecommender(5, 4, 6))
     with pytest.raises(ValueError, match="only 4"):
         warm_start(LSTMRecommender(4, 4, 6), LSTMRecommender(5, 4, 6))
+
+
+def test_warm_start_keeps_tonights_transitions():
+    torch.manual_seed(0)
+    old = LSTMRecommender(5, embedding_dim=4, hidden_size=6, transition_pairs=1)
+    old.set_transitions(torch.tensor([1]), torch.tensor([2]), torch.tensor([3]))
+    new = LSTMRecommender(8, embedding_dim=4, hidden_size=6, transition_pairs=2)
+    new.set_transitions(torch.tensor([1, 6]), torch.tensor([2, 7]), torch.tensor([4, 1]))
+    warm_start(new, old)
+    assert new.transition_keys.tolist() == [1 * 8 + 2, 6 * 8 + 7] and new.transition_counts.tolist() == [4, 1]
+    assert torch.equal(new.transition_gate.weight, old.transition_gate.weight)
+    # twin: a model without the transition term cannot start from one with it
+    with pytest.raises(ValueError, match="transitions"):
+        warm_start(LSTMRecommender(8, 4, 6), old)

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from recsys_spark.schemas import INPUT, ITEM_IDX, NEGATIVES, SEEN, TARGET, COUNT
+from recsys_spark.schemas import COUNT, INPUT, ITEM_IDX, NEGATIVES, NEXT_IDX, PREV_IDX, SEEN, TARGET
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +155,15 @@ def read_item_counts(path: str | Path, num_items: int) -> np.ndarray:
         raise ValueError(f"{path}: item_idx outside [0, {num_items})")
     counts[idx] = table.column(COUNT).to_numpy()
     return counts
+
+
+def read_transitions(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prev, next, count) LongTensors of the ``transitions`` dataset, sorted by (prev, next) so
+    that every rank loads identical buffers."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} not found: the night was built before transitions were part "
+                                "of the dataset; re-run build-sequences or set train.last_item_transitions=false")
+    table = pq.read_table(str(path), columns=[PREV_IDX, NEXT_IDX, COUNT]).sort_by(
+        [(PREV_IDX, "ascending"), (NEXT_IDX, "ascending")])
+    return tuple(torch.from_numpy(table.column(c).to_numpy().astype(np.int64))
+                 for c in (PREV_IDX, NEXT_IDX, COUNT))

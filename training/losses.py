@@ -109,9 +109,13 @@ class LossComputer:
             self.log_q_batch = log_expected_counts(item_counts, 1.0, batch_size)
 
     def __call__(self, model: LSTMRecommender, h: torch.Tensor, target: torch.Tensor,
-                 negatives: torch.Tensor) -> torch.Tensor:
+                 negatives: torch.Tensor, inputs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``inputs`` [B, L] (each position's item) is needed by a model with transitions: every
+        position is scored with its own pair left out of the counts (see training.model)."""
         target = target.long()
         valid = target != PADDING_IDX
+        if model.uses_transitions and inputs is None:
+            raise ValueError("a model with transitions needs the batch's inputs")
         if self.kind == "softmax":
             # Score only real target positions (short sessions in long windows are mostly padding)
             # and leave the padding column out of the product instead of masking it to -inf: the
@@ -119,18 +123,29 @@ class LossComputer:
             # a copy of them forward and backward. Same value as full_softmax_loss on score_all.
             logits = F.linear(h[valid], model.item_embedding.weight[PADDING_IDX + 1:],
                               model.item_bias[PADDING_IDX + 1:])
+            if model.uses_transitions:
+                counts = model.transition_rows(inputs[valid], target[valid])
+                logits = logits + model.transition_term(h[valid], counts)[:, PADDING_IDX + 1:]
             return F.cross_entropy(logits, target[valid] - (PADDING_IDX + 1))
         negatives = negatives.long()
         batch = target.shape[0]
-        pos = model.score_items(h, target.unsqueeze(-1)).squeeze(-1)            # [B, L]
+        last = inputs.long() if model.uses_transitions else None
+        pos = model.score_items(h, target.unsqueeze(-1), last, target).squeeze(-1)  # [B, L]
         # Per-example negatives are shared by the example's positions: [B,L,D] x [B,K,D] -> [B,L,K].
         neg = torch.einsum("bld,bkd->blk", h, model.item_embedding(negatives)) \
             + model.item_bias[negatives].unsqueeze(1)
+        if last is not None:
+            totals = model.row_totals(last, target)
+            neg = neg + model.transition_term(h, model.transition_lookup(
+                last, negatives.unsqueeze(1).expand(-1, target.shape[1], -1), target), totals)
         neg_valid = (negatives != PADDING_IDX).unsqueeze(1) & (negatives.unsqueeze(1) != target.unsqueeze(-1))
         log_q = self.log_q_neg[negatives].unsqueeze(1) if self.log_q_neg is not None else None
         if self.in_batch and batch > 1:
             pool = target[:, -1]                                                  # [B]
             pool_scores = h @ model.item_embedding(pool).t() + model.item_bias[pool]  # [B, L, B]
+            if last is not None:
+                pool_scores = pool_scores + model.transition_term(h, model.transition_lookup(
+                    last, pool.expand(batch, target.shape[1], -1), target), totals)
             own = torch.eye(batch, dtype=torch.bool, device=h.device).unsqueeze(1)
             pool_valid = (pool != PADDING_IDX) & (pool != target.unsqueeze(-1)) & ~own
             neg = torch.cat([neg, pool_scores], dim=-1)

@@ -1,5 +1,18 @@
 """The next-item model: item embedding -> dropout -> LSTM/GRU -> projection, scored against the tied
-item embeddings plus a per-item bias.
+item embeddings plus a per-item bias, optionally plus a gated last-item transition term.
+
+The transition term (``transition_pairs`` not None) adds ``g(h) . [c > 0, log(1 + c), c / c_row]`` to each
+candidate's score, where ``c`` is how often the candidate directly followed the query's last item in
+the training sequences and ``g`` a learned linear gate on the hidden state. An embedding of a few
+hundred dimensions cannot memorise every item's exact successors, which is what last-item
+transitions rank by; with the counts as an explicit input the recurrent state only has to decide how
+much to trust them (the session intent) and rank within and beyond them. The counts are the
+training pairs (``recsys_spark.sequences.transition_counts``), stored as two buffers of the state
+dict (sorted pair keys ``prev * num_items + next`` and counts), so the artifact stays a plain
+``weights_only`` state dict and every scorer (trainer, evaluator, Spark scoring) computes the same
+scores from the model alone. In training each position leaves its own pair out of the counts
+(``exclude``): otherwise every target would look like a seen transition, which held-out targets are
+not.
 
 Inputs are left-padded with 0 (the dataset contract). A recurrent net run over the padding would
 carry a bias-driven state into the real items, so a user's prediction would depend on how much
@@ -11,7 +24,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -21,11 +34,15 @@ PADDING_IDX = 0
 WEIGHTS_FILE = "model.pt"
 ARCHITECTURE_FILE = "architecture.json"
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+TRANSITION_KEYS = "transition_keys"
+TRANSITION_COUNTS = "transition_counts"
+TRANSITION_FEATURES = ("followed", "log1p_count", "row_share")
 
 
 class LSTMRecommender(nn.Module):
     def __init__(self, num_items: int, embedding_dim: int = 64, hidden_size: int = 128,
-                 num_layers: int = 1, cell: str = "lstm", dropout: float = 0.2):
+                 num_layers: int = 1, cell: str = "lstm", dropout: float = 0.2,
+                 transition_pairs: Optional[int] = None):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -34,12 +51,22 @@ class LSTMRecommender(nn.Module):
         self.arch = {"num_items": num_items, "embedding_dim": embedding_dim,
                      "hidden_size": hidden_size, "num_layers": num_layers, "cell": cell,
                      "dropout": dropout}
+        if transition_pairs is not None:  # absent from older artifacts, which load as before
+            self.arch["transition_pairs"] = transition_pairs
         self.item_embedding = nn.Embedding(num_items, embedding_dim, padding_idx=PADDING_IDX)
         self.dropout = nn.Dropout(dropout)
         self.rnn = CELLS[cell](embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
                                dropout=dropout if num_layers > 1 else 0.0)
         self.projection = nn.Linear(hidden_size, embedding_dim)
         self.item_bias = nn.Parameter(torch.zeros(num_items))
+        if transition_pairs is not None:
+            self.register_buffer(TRANSITION_KEYS, torch.zeros(transition_pairs, dtype=torch.long))
+            self.register_buffer(TRANSITION_COUNTS, torch.zeros(transition_pairs))
+            self.transition_gate = nn.Linear(embedding_dim, len(TRANSITION_FEATURES))
+            # Start as "the transitions decide among their candidates": weight log(1 + c) by 1.
+            nn.init.zeros_(self.transition_gate.weight)
+            with torch.no_grad():
+                self.transition_gate.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
         # Unit-variance embeddings make the initial tied dot products huge; scale by 1/sqrt(D).
         nn.init.normal_(self.item_embedding.weight, std=embedding_dim ** -0.5)
         with torch.no_grad():
@@ -68,20 +95,117 @@ class LSTMRecommender(nn.Module):
         # Back to left padding: position j reads aligned position (j - (L - n)) mod L.
         return h.gather(1, ((positions - shift) % length).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
 
+    @property
+    def uses_transitions(self) -> bool:
+        return "transition_pairs" in self.arch
+
+    def set_transitions(self, prev: torch.Tensor, next: torch.Tensor, count: torch.Tensor) -> None:
+        """Load the training pair counts (one row per distinct (prev, next) pair) into the buffers."""
+        keys = prev.long() * self.num_items + next.long()
+        if len(keys) != len(self.transition_keys):
+            raise ValueError(f"{len(keys)} transition pairs, the model was built for "
+                             f"{len(self.transition_keys)}")
+        if len(keys) and (prev.min() < 1 or next.min() < 1 or max(prev.max(), next.max()) >= self.num_items):
+            raise ValueError(f"transition pair item outside [1, {self.num_items})")
+        order = torch.argsort(keys)
+        keys = keys[order]
+        if len(keys) > 1 and bool((keys[1:] == keys[:-1]).any()):
+            raise ValueError("duplicate transition pairs: counts must be aggregated per pair")
+        self.transition_keys.copy_(keys)
+        self.transition_counts.copy_(count.float()[order])
+
     def last_hidden(self, input: torch.Tensor) -> torch.Tensor:
         """[B, D] state after each user's most recent item (the last column, inputs being left-padded)."""
         return self.forward(input)[:, -1]
 
-    def score_all(self, h: torch.Tensor) -> torch.Tensor:
-        """Scores [..., num_items] of every item; padding index 0 gets -inf so it is never chosen."""
+    def score_next(self, input: torch.Tensor) -> torch.Tensor:
+        """Scores [B, num_items] of every item as the next one after left-padded ``input`` [B, L]:
+        what every scorer ranks by."""
+        input = input.long()
+        return self.score_all(self.last_hidden(input), input[:, -1])
+
+    def score_all(self, h: torch.Tensor, last: Optional[torch.Tensor] = None,
+                  exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Scores [P, num_items] of every item for states ``h`` [P, D] whose last items are ``last``
+        [P] (needed with transitions; ``exclude`` [P]: a pair to leave out of each row's counts);
+        padding index 0 gets -inf so it is never chosen."""
         scores = h @ self.item_embedding.weight.t() + self.item_bias
+        if self.uses_transitions:
+            scores = scores + self.transition_term(h, self.transition_rows(last, exclude))
         scores[..., PADDING_IDX] = float("-inf")
         return scores
 
-    def score_items(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores of chosen items: ``h`` [..., D] against ``items`` [..., M] -> [..., M]."""
+    def transition_rows(self, last: torch.Tensor, exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Dense counts [P, num_items] of the items that followed each of ``last`` [P] (0 for
+        padding or an item never followed), minus one at ``exclude`` [P] where given."""
+        if last is None:
+            raise ValueError("a model with transitions needs each query's last item")
+        last = last.long()
+        n = self.num_items
+        keys, counts = self.transition_keys, self.transition_counts
+        start = torch.searchsorted(keys, last * n)
+        stop = torch.searchsorted(keys, (last + 1) * n)
+        lengths = stop - start
+        rows = torch.repeat_interleave(torch.arange(len(last), device=last.device), lengths)
+        flat = torch.arange(int(lengths.sum()), device=last.device) \
+            - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths) \
+            + torch.repeat_interleave(start, lengths)
+        dense = torch.zeros(len(last), n, device=counts.device)
+        dense[rows, keys[flat] % n] = counts[flat]
+        if exclude is not None:
+            rows = torch.arange(len(last), device=last.device)
+            dense[rows, exclude.long()] = (dense[rows, exclude.long()] - 1).clamp(min=0)
+        return dense
+
+    def transition_lookup(self, last: torch.Tensor, items: torch.Tensor,
+                          exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Counts of chosen pairs: ``last`` [...] followed by ``items`` [..., M] -> [..., M] (minus one
+        where an item equals ``exclude`` [...]): for sampled losses, without dense rows."""
+        keys = last.long().unsqueeze(-1) * self.num_items + items.long()
+        if len(self.transition_keys) == 0:
+            return torch.zeros(keys.shape, device=keys.device)
+        pos = torch.searchsorted(self.transition_keys, keys.reshape(-1)).clamp(max=len(self.transition_keys) - 1)
+        found = self.transition_keys[pos] == keys.reshape(-1)
+        counts = torch.where(found, self.transition_counts[pos], torch.zeros(())).reshape(keys.shape)
+        if exclude is not None:
+            counts = torch.where(items == exclude.long().unsqueeze(-1), (counts - 1).clamp(min=0), counts)
+        return counts
+
+    def transition_term(self, h: torch.Tensor, counts: torch.Tensor,
+                         row_total: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """g(h) . [c > 0, log(1 + c), c / row total] for counts [..., M] of states h [..., D]: the
+        indicator lets a rare pair rank above every unseen one (as transitions rank) without
+        over-weighting frequent pairs."""
+        total = counts.sum(-1, keepdim=True) if row_total is None else row_total
+        gate = self.transition_gate(h)
+        return (gate[..., :1] * (counts > 0) + gate[..., 1:2] * torch.log1p(counts)
+                + gate[..., 2:] * counts / total.clamp(min=1.0))
+
+    def row_totals(self, last: torch.Tensor, exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pairs out of each of ``last`` [...] -> [..., 1] (one fewer where ``exclude`` is given and
+        that pair exists)."""
+        n = self.num_items
+        cum = torch.cat([torch.zeros(1, device=last.device), torch.cumsum(self.transition_counts, 0)])
+        start = torch.searchsorted(self.transition_keys, last.long() * n)
+        stop = torch.searchsorted(self.transition_keys, (last.long() + 1) * n)
+        total = cum[stop] - cum[start]
+        if exclude is not None:
+            raw = self.transition_lookup(last, exclude.long().unsqueeze(-1)).squeeze(-1)
+            total = total - (raw > 0).float()
+        return total.unsqueeze(-1)
+
+    def score_items(self, h: torch.Tensor, items: torch.Tensor, last: Optional[torch.Tensor] = None,
+                    exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Scores of chosen items: ``h`` [..., D] against ``items`` [..., M] -> [..., M]; with
+        transitions, ``last`` [...] (and ``exclude``) as in :meth:`score_all`."""
         items = items.long()
-        return (self.item_embedding(items) @ h.unsqueeze(-1)).squeeze(-1) + self.item_bias[items]
+        scores = (self.item_embedding(items) @ h.unsqueeze(-1)).squeeze(-1) + self.item_bias[items]
+        if self.uses_transitions:
+            if last is None:
+                raise ValueError("a model with transitions needs each query's last item")
+            counts = self.transition_lookup(last, items, exclude)
+            scores = scores + self.transition_term(h, counts, self.row_totals(last, exclude))
+        return scores
 
 
 def save_model(model: LSTMRecommender, directory: str | Path) -> None:
@@ -118,8 +242,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def warm_start(model: LSTMRecommender, previous: LSTMRecommender) -> None:
     """Initialise ``model`` from yesterday's ``previous``: same architecture, a vocabulary that only
     grew (item indices are append-only), so old rows are copied and new items keep their fresh init."""
-    old_arch = {k: v for k, v in previous.arch.items() if k != "num_items"}
-    new_arch = {k: v for k, v in model.arch.items() if k != "num_items"}
+    nightly = ("num_items", "transition_pairs")  # tonight's vocabulary and counts, not yesterday's
+    old_arch = {k: v for k, v in previous.arch.items() if k not in nightly}
+    new_arch = {k: v for k, v in model.arch.items() if k not in nightly}
+    if previous.uses_transitions != model.uses_transitions:
+        raise ValueError("cannot warm-start: the previous model and this one differ in transitions")
     if old_arch != new_arch:
         raise ValueError(f"cannot warm-start: architecture changed from {old_arch} to {new_arch}")
     if previous.num_items > model.num_items:
@@ -128,6 +255,8 @@ def warm_start(model: LSTMRecommender, previous: LSTMRecommender) -> None:
     n = previous.num_items
     with torch.no_grad():
         for name, tensor in previous.state_dict().items():
+            if name in (TRANSITION_KEYS, TRANSITION_COUNTS):
+                continue
             target = model.state_dict()[name]
             if name in ("item_embedding.weight", "item_bias"):
                 target[:n].copy_(tensor)

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from recsys_spark.config import Config
-from recsys_spark.datasets import (ITEM_COUNTS, TRAINING_EXAMPLES, VALIDATION, DatasetMetadata,
-                                   dataset_dir)
+from recsys_spark.datasets import (ITEM_COUNTS, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
+                                   DatasetMetadata, dataset_dir)
 from recsys_spark.schemas import INPUT, SEEN, TARGET
 from training.checkpoint import CheckpointStore, check_architecture
 from training.comm import Comm
-from training.data import ShardBatches, read_eval_split, read_item_counts, steps_per_epoch
+from training.data import (ShardBatches, read_eval_split, read_item_counts, read_transitions,
+                           steps_per_epoch)
 from training.losses import LossComputer
 from training.metrics import ranking_metrics, seen_mask, target_ranks
 from training.model import LSTMRecommender, load_model, save_model, warm_start
@@ -80,7 +81,7 @@ def split_ranks(model: LSTMRecommender, split: dict, batch_size: int) -> np.ndar
     ranks = []
     for start in range(0, len(split[TARGET]), batch_size):
         rows = slice(start, start + batch_size)
-        scores = model.score_all(model.last_hidden(split[INPUT][rows]))
+        scores = model.score_next(split[INPUT][rows])
         mask = seen_mask(split[SEEN][rows], model.num_items)
         ranks.append(target_ranks(scores, split[TARGET][rows], mask).numpy())
     model.train(was_training)
@@ -156,8 +157,12 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
     store = CheckpointStore(Path(cfg.storage.root) / "checkpoints" / version, tc.keep_checkpoints)
 
     seed_everything(tc.seed)
+    transitions = read_transitions(data_dir / TRANSITIONS) if tc.last_item_transitions else None
     model = LSTMRecommender(meta.num_items, tc.embedding_dim, tc.hidden_size, tc.num_layers,
-                            tc.cell, tc.dropout)
+                            tc.cell, tc.dropout,
+                            transition_pairs=None if transitions is None else len(transitions[0]))
+    if transitions is not None:
+        model.set_transitions(*transitions)
     steps = steps_per_epoch(data_dir / TRAINING_EXAMPLES, tc.batch_size, comm.size)
     total_steps = steps * tc.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -219,7 +224,8 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
             with comm.guard(f"training step {step} of epoch {epoch + 1}"):
                 batch = next(feed)
                 optimizer.zero_grad()
-                loss = loss_fn(model, train_model(batch[INPUT]), batch[TARGET], batch["negatives"])
+                loss = loss_fn(model, train_model(batch[INPUT]), batch[TARGET], batch["negatives"],
+                               batch[INPUT])
                 loss.backward()
                 comm.step(model, optimizer, tc.grad_clip)
             scheduler.step()
