@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.jdbc_poll import summary
+from benchmarks.jdbc_poll import polling, summary
 from recsys_spark.config import load_config
 from recsys_spark.platform import Platform
 
@@ -62,22 +62,11 @@ def poll_during_publish(settings: list[str], work: Path, n_night: int) -> dict:
     log = work / "next.log"
     recsys("generate-events", "--ds", NEXT, "--days", "1", conf="standalone", settings=settings, log=log)
     recsys("build-sequences", "--ds", NEXT, conf="standalone", settings=settings, log=log)
-    out, stop = work / "polls.json", work / "polls.stop"
     sql = (f"SELECT ds, count(*), count(DISTINCT user_id), min(ds) FROM {db}.recommendations "
            f"WHERE ds >= '{D}' GROUP BY ds ORDER BY ds")
-    poller = subprocess.Popen([sys.executable, "-m", "benchmarks.jdbc_poll", "--url", "jdbc:hive2://127.0.0.1:10000",
-                               "--query", sql, "--out", str(out), "--stop-file", str(stop), "--interval-s", "0.1"],
-                              cwd=ROOT, stdout=open(work / "poller.log", "w"), stderr=subprocess.STDOUT)
-    while not out.with_name(out.name + ".ready").exists():
-        if poller.poll() is not None:
-            raise SystemExit(f"the JDBC poller exited; see {work / 'poller.log'}")
-        time.sleep(0.5)
-    publishes = [round(recsys("score", "--ds", NEXT, conf="standalone", settings=settings, log=log), 1)
-                 for _ in range(2)]
-    time.sleep(2)
-    stop.write_text("stop")
-    poller.wait()
-    observations = json.loads(out.read_text())["observations"]
+    with polling("jdbc:hive2://127.0.0.1:10000", sql, work) as observations:
+        publishes = [round(recsys("score", "--ds", NEXT, conf="standalone", settings=settings, log=log), 1)
+                     for _ in range(2)]
     complete = [o for o in observations if len(o.get("rows", [])) == 2]
     n_next = int(complete[-1]["rows"][1][1]) if complete else -1
     return {**summary(observations, {D: n_night, NEXT: n_next}), "publish_s": publishes, "next_night_users": n_next}

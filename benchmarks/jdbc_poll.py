@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pyspark
 
 JARS = Path(pyspark.__file__).resolve().parent / "jars"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def connect(url: str, user: str = "recsys"):
@@ -65,6 +70,31 @@ def poll(url: str, sql: str, stop_file: Path, out: Path, interval_s: float, max_
         time.sleep(interval_s)
     connection.close()
     return observations
+
+
+@contextmanager
+def polling(url: str, sql: str, work: Path, interval_s: float = 0.1, start_timeout_s: float = 300) -> Iterator[list[dict]]:
+    """Poll ``sql`` from a separate process (its own JVM) for as long as the ``with`` body runs; the
+    observations fill the yielded list when the body ends."""
+    out, stop, log = work / "polls.json", work / "polls.stop", work / "poller.log"
+    poller = subprocess.Popen([sys.executable, "-m", "benchmarks.jdbc_poll", "--url", url, "--query", sql,
+                               "--out", str(out), "--stop-file", str(stop), "--interval-s", str(interval_s)],
+                              cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + start_timeout_s
+    while not out.with_name(out.name + ".ready").exists():
+        if poller.poll() is not None or time.monotonic() > deadline:
+            poller.kill()
+            raise RuntimeError(f"the JDBC poller did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    observations: list[dict] = []
+    try:
+        yield observations
+        time.sleep(2)  # a few polls of the final state
+    finally:
+        stop.write_text("stop")
+        if poller.wait(timeout=120) != 0:
+            raise RuntimeError(f"the JDBC poller failed:\n{log.read_text()[-3000:]}")
+    observations.extend(json.loads(out.read_text())["observations"])
 
 
 def partial_views(observations: list[dict], expected: dict[str, int]) -> list[dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.jdbc_poll import partial_views
+from benchmarks.jdbc_poll import partial_views, polling
 from tests.cluster.conftest import ROOT, recsys
 
 D, NEXT = "2026-11-26", "2026-11-27"
@@ -97,28 +97,18 @@ def publish_under_readers(nights, cluster_world):
     log = root / "next-night.log"
     recsys("generate-events", "--ds", NEXT, "--days", "1", conf="standalone", settings=settings, log=log)
     recsys("build-sequences", "--ds", NEXT, conf="standalone", settings=settings, log=log)
-    out, stop = root / "polls.json", root / "polls.stop"
     sql = (f"SELECT ds, count(*), count(DISTINCT user_id), min(ds) FROM {db}.recommendations "
            f"WHERE ds >= '{D}' GROUP BY ds ORDER BY ds")
-    poller = subprocess.Popen([sys.executable, "-m", "benchmarks.jdbc_poll", "--url", "jdbc:hive2://127.0.0.1:10000",
-                               "--query", sql, "--out", str(out), "--stop-file", str(stop), "--interval-s", "0.1"],
-                              cwd=ROOT, stdout=open(root / "poller.log", "w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while not out.with_name(out.name + ".ready").exists():
-        assert poller.poll() is None and time.monotonic() < deadline, (root / "poller.log").read_text()[-3000:]
-        time.sleep(0.5)
-    # Its own local master: the score job holds both workers' cores; the point is the shared metastore.
-    second_job = subprocess.Popen(
-        [str(Path(sys.executable).parent / "recsys"), "check-input", "--ds", D, "--conf", "standalone",
-         *[a for s in [*settings, "spark.master=local[1]"] for a in ("--set", s)]], cwd=ROOT, stdout=open(root / "second-job.log", "w"),
-        stderr=subprocess.STDOUT)
-    recsys("score", "--ds", NEXT, conf="standalone", settings=settings, log=log)
-    recsys("score", "--ds", NEXT, conf="standalone", settings=settings, log=log)
-    second_rc = second_job.wait(timeout=600)
-    time.sleep(2)  # a few polls of the final state
-    stop.write_text("stop")
-    assert poller.wait(timeout=120) == 0, (root / "poller.log").read_text()[-3000:]
-    return {"observations": json.loads(out.read_text())["observations"], "second_job_rc": second_rc,
+    with polling("jdbc:hive2://127.0.0.1:10000", sql, root) as observations:
+        # Its own local master: the score job holds both workers' cores; the point is the shared metastore.
+        second_job = subprocess.Popen(
+            [str(Path(sys.executable).parent / "recsys"), "check-input", "--ds", D, "--conf", "standalone",
+             *[a for s in [*settings, "spark.master=local[1]"] for a in ("--set", s)]], cwd=ROOT,
+            stdout=open(root / "second-job.log", "w"), stderr=subprocess.STDOUT)
+        recsys("score", "--ds", NEXT, conf="standalone", settings=settings, log=log)
+        recsys("score", "--ds", NEXT, conf="standalone", settings=settings, log=log)
+        second_rc = second_job.wait(timeout=600)
+    return {"observations": observations, "second_job_rc": second_rc,
             "second_job_log": (root / "second-job.log").read_text(), "log": log.read_text()}
 
 
