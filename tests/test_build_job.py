@@ -92,7 +92,7 @@ def test_rerunning_a_night_gives_the_same_outputs(spark, built, job_conf):
     assert not list(directory.parent.glob(".*staging*"))  # no staging leftovers
 
 
-def test_too_many_rejected_events_fail_the_night(spark, built, job_conf, caplog):
+def test_too_many_rejected_events_fail_the_night(spark, built, job_conf, capsys):
     import datetime as dt
     path, cfg = job_conf
     db = cfg.storage.database
@@ -104,7 +104,8 @@ def test_too_many_rejected_events_fail_the_night(spark, built, job_conf, caplog)
     spark.createDataFrame(good + bad, S.EVENTS_TABLE_SCHEMA).write.insertInto(events_table(db), overwrite=True)
     one_night = ["--conf", path, "--ds", night, "--set", "sequences.lookback_days=1"]
     assert build_sequences.main(one_night) == 3
-    assert "100 of 200 events (50.0%) were rejected, above the configured maximum" in caplog.text
+    # the user's one line (recsys_spark.runtime.job_main), on stderr
+    assert "100 of 200 events (50.0%) were rejected, above the configured maximum" in capsys.readouterr().err
     rejected = spark.table(rejected_table(db)).where(F.col(S.DS) == night)
     assert [tuple(r) for r in rejected.groupBy(S.REASON).count().collect()] == [("missing_item_id", 100)]
     # the twin: a tolerant threshold builds the night from the 100 valid events
