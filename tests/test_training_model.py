@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from recsys_spark.errors import NotFoundError
 from training.checkpoint import ArchitectureMismatch, CheckpointStore, check_architecture
 from training.losses import (LossComputer, bpr_max_loss, full_softmax_loss, log_expected_counts,
                              sampled_softmax_loss)
@@ -177,7 +178,7 @@ def test_registry_adds_entries_and_moves_production(tmp_path):
     assert reg["production"] == "v1"
     assert set(reg["versions"]) == {"v1", "v2"}
     assert reg["versions"]["v2"]["metrics"] == {"ndcg@10": 0.3} and "created_at" in reg["versions"]["v2"]
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFoundError, match="model version 'v9' is not registered"):
         set_production(tmp_path, "v9")
 
 
