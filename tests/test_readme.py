@@ -40,11 +40,11 @@ def problems(blocks: list[Block], root: Path = ROOT) -> list[str]:
             if not block.args:
                 found.append(f"line {block.line}: covered-by names no test")
             found += [f"line {block.line}: {node} does not exist" for node in block.args
-                      if not test_exists(root, node)]
+                      if not node_exists(root, node)]
     return found
 
 
-def test_exists(root: Path, node: str) -> bool:
+def node_exists(root: Path, node: str) -> bool:
     """``tests/x.py::test_name`` (or ``::Class::test_name``) is a function defined in that file."""
     path, _, name = node.partition("::")
     file = root / path
@@ -55,7 +55,6 @@ def test_exists(root: Path, node: str) -> bool:
     return name.split("::")[-1].split("[")[0] in defined
 
 
-test_exists.__test__ = False  # a helper, not a test
 
 
 def test_every_command_block_is_marked_and_covered_tests_exist():
