@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.jdbc_poll import polling, summary
+from benchmarks.jdbc_poll import nights_query, polling, summary
 from recsys_spark.config import load_config
 from recsys_spark.platform import Platform
 
@@ -62,9 +62,7 @@ def poll_during_publish(settings: list[str], work: Path, n_night: int) -> dict:
     log = work / "next.log"
     recsys("generate-events", "--ds", NEXT, "--days", "1", conf="standalone", settings=settings, log=log)
     recsys("build-sequences", "--ds", NEXT, conf="standalone", settings=settings, log=log)
-    sql = (f"SELECT ds, count(*), count(DISTINCT user_id), min(ds) FROM {db}.recommendations "
-           f"WHERE ds >= '{D}' GROUP BY ds ORDER BY ds")
-    with polling("jdbc:hive2://127.0.0.1:10000", sql, work) as observations:
+    with polling("jdbc:hive2://127.0.0.1:10000", nights_query(db, D), work) as observations:
         publishes = [round(recsys("score", "--ds", NEXT, conf="standalone", settings=settings, log=log), 1)
                      for _ in range(2)]
     complete = [o for o in observations if len(o.get("rows", [])) == 2]

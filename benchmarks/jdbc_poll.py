@@ -97,6 +97,13 @@ def polling(url: str, sql: str, work: Path, interval_s: float = 0.1, start_timeo
     observations.extend(json.loads(out.read_text())["observations"])
 
 
+def nights_query(database: str, since: str) -> str:
+    """The reader's poll: each published night of ``recommendations`` from ``since`` on, with its row
+    and distinct-user counts (what :func:`partial_views` checks)."""
+    return (f"SELECT ds, count(*), count(DISTINCT user_id), min(ds) FROM {database}.recommendations "
+            f"WHERE ds >= '{since}' GROUP BY ds ORDER BY ds")
+
+
 def partial_views(observations: list[dict], expected: dict[str, int]) -> list[dict]:
     """Observations of a ``SELECT ds, count(*), count(DISTINCT user_id) ... GROUP BY ds`` poll that show
     a night with other than its complete row count, or a user twice."""

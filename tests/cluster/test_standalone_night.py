@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.jdbc_poll import partial_views, polling
+from benchmarks.jdbc_poll import nights_query, partial_views, polling
 from tests.cluster.conftest import ROOT, recsys
 
 D, NEXT = "2026-11-26", "2026-11-27"
@@ -97,9 +97,7 @@ def publish_under_readers(nights, cluster_world):
     log = root / "next-night.log"
     recsys("generate-events", "--ds", NEXT, "--days", "1", conf="standalone", settings=settings, log=log)
     recsys("build-sequences", "--ds", NEXT, conf="standalone", settings=settings, log=log)
-    sql = (f"SELECT ds, count(*), count(DISTINCT user_id), min(ds) FROM {db}.recommendations "
-           f"WHERE ds >= '{D}' GROUP BY ds ORDER BY ds")
-    with polling("jdbc:hive2://127.0.0.1:10000", sql, root) as observations:
+    with polling("jdbc:hive2://127.0.0.1:10000", nights_query(db, D), root) as observations:
         # Its own local master: the score job holds both workers' cores; the point is the shared metastore.
         second_job = subprocess.Popen(
             [str(Path(sys.executable).parent / "recsys"), "check-input", "--ds", D, "--conf", "standalone",
