@@ -24,6 +24,7 @@ setup(
         "matplotlib>=3.7",
         "psutil>=5.9",
         "cloudpickle>=2",
+        "optuna>=4,<6",  # recsys tune
     ],
     extras_require={
         # Horovod is installed by scripts/install_horovod.sh (it needs a patched C++17 build).

@@ -11,6 +11,7 @@ COMMANDS = {
     "import-events": ("jobs.import_events", "import a public dataset file into recsys.events"),
     "build-sequences": ("jobs.build_sequences", "build vocabulary, sequences, splits and training examples"),
     "train": ("jobs.train", "train the LSTM recommender for a night and register the model"),
+    "tune": ("jobs.tune", "search train settings on a night's validation split; writes a config overlay"),
     "evaluate": ("jobs.evaluate", "offline evaluation of baselines and a model for a night (--ds)"),
     "gate": ("jobs.gate", "promote a candidate model to production if it passes the metric gate"),
     "score": ("jobs.score", "score every user and publish the night's recommendations partition"),

@@ -144,9 +144,33 @@ class TrainConfig:
     """Petastorm reader threads; more than 1 is faster but makes the row order nondeterministic."""
     keep_checkpoints: int = 2
     timeout_s: int = 600
+    """Bound on worker start-up and on any one collective call, so a dead worker fails the job."""
     warm_start: bool = False
     """Initialise from the production model (new items keep a fresh init) instead of from scratch."""
-    """Bound on worker start-up and on any one collective call, so a dead worker fails the job."""
+
+
+TUNABLE = ("lr", "dropout", "embedding_dim", "hidden_size", "batch_size", "weight_decay",
+           "last_item_transitions", "cell", "loss", "num_layers")
+"""The train settings ``recsys tune`` can search (their ranges: training.tune.SPACE)."""
+
+
+@dataclass
+class TuneConfig:
+    """``recsys tune``: an Optuna search of train settings on a night's validation split."""
+    params: list[str] = field(default_factory=lambda: [
+        "lr", "dropout", "embedding_dim", "hidden_size", "batch_size", "weight_decay",
+        "last_item_transitions"])
+    """Which of TUNABLE to search; the others keep the config's value."""
+    trials: int = 20
+    timeout_s: int = 3600
+    """No trial starts after this many seconds (the running one finishes)."""
+    seed: int = 0
+    startup_trials: int = 5
+    """Random trials before TPE models the space; also the pruner's: none is pruned before them."""
+    prune_warmup_epochs: int = 2
+    """A trial is compared with the median of the others only after this many epochs."""
+    threads: int = 0
+    """Torch threads of a trial (0: every core): trials run one at a time in one process."""
 
 
 @dataclass
@@ -237,6 +261,7 @@ class Config:
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     platform: PlatformConfig = field(default_factory=PlatformConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -371,15 +396,25 @@ def _extended_layers(conf_path: Optional[Path]) -> list[tuple[Path, dict[str, An
     return chain
 
 
-def load_config(conf: str | Path | None = "local", overrides: Optional[list[str]] = None) -> Config:
+def load_config(conf: str | Path | None = "local", overrides: Optional[list[str]] = None,
+                overlays: Optional[list[str | Path]] = None) -> Config:
     """Build the config: defaults, then ``base.yaml``, then ``conf`` (a path or a name in ``conf/``),
-    then each ``section.key=value`` override in order."""
+    then each overlay file (e.g. the settings ``recsys tune`` chose, whatever the deployment), then
+    each ``section.key=value`` override in order."""
     cfg = Config()
     conf_path = None
     if conf is not None and Path(str(conf)).name not in ("base", "base.yaml"):
         conf_path = _resolve_conf_path(str(conf))
     base = _base_layer(conf_path)
     for _, data in ([(base, _read_layer(base))] if base else []) + _extended_layers(conf_path):
+        _merge(cfg, data, "")
+    for overlay in overlays or []:
+        path = Path(overlay)
+        if not path.is_file():
+            raise ConfigError(f"overlay file '{overlay}' not found")
+        data = _read_layer(path)
+        if "extends" in data:
+            raise ConfigError(f"{path}: an overlay cannot 'extends' (it applies over --conf)")
         _merge(cfg, data, "")
     for override in overrides or []:
         _merge(cfg, parse_override(override), "")

@@ -21,6 +21,9 @@ def job_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--conf", default="local",
                         help="config file or name in conf/ layered over conf/base.yaml (default: local)")
+    parser.add_argument("--overlay", dest="overlays", action="append", default=[], metavar="FILE",
+                        help="YAML file layered over --conf, before --set (repeatable), e.g. the "
+                             "settings recsys tune wrote")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="dotted config override, e.g. --set sequences.window_length=20 (repeatable)")
     parser.add_argument("--log-level", default="INFO")
@@ -58,7 +61,7 @@ def init_job(args: argparse.Namespace) -> Config:
     """Configure logging and resolve the config (a bad one raises ConfigError: see job_main)."""
     configure_logging(args.log_level)
     log.info("recsys_spark %s loaded from %s", recsys_spark.__version__, recsys_spark.__file__)
-    cfg = load_config(args.conf, args.overrides)
+    cfg = load_config(args.conf, args.overrides, args.overlays)
     log.info("resolved config (hash %s):\n%s", cfg.hash(), cfg.to_yaml())
     return cfg
 

@@ -87,3 +87,24 @@ def test_model_hash_ignores_locations_but_not_training_settings():
     retrained = load_config("local", ["train.lr=0.1"])
     assert moved.model_hash() == base.model_hash() and moved.hash() != base.hash()
     assert retrained.model_hash() != base.model_hash()
+
+
+def test_an_overlay_applies_over_the_conf_and_under_the_overrides(tmp_path):
+    overlay = tmp_path / "tuned.yaml"
+    overlay.write_text("train:\n  lr: 0.02\n  hidden_size: 64\n")
+    cfg = load_config("standalone", ["train.hidden_size=96"], overlays=[overlay])
+    assert (cfg.train.lr, cfg.train.hidden_size, cfg.spark.metastore) == (0.02, 96, "postgres")
+    assert load_config("standalone").train.lr != 0.02
+
+
+def test_twin_a_bad_overlay_is_refused_with_its_name(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train:\n  lrr: 0.02\n")
+    with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):
+        load_config("local", overlays=[typo])
+    chained = tmp_path / "chained.yaml"
+    chained.write_text("extends: local\n")
+    with pytest.raises(ConfigError, match="an overlay cannot 'extends'"):
+        load_config("local", overlays=[chained])
+    with pytest.raises(ConfigError, match="overlay file '.*missing.yaml' not found"):
+        load_config("local", overlays=[tmp_path / "missing.yaml"])

@@ -18,7 +18,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -143,11 +143,14 @@ def _publish_artifact(final: Path, write) -> None:
 
 
 def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = False,
-          model_version: Optional[str] = None) -> dict[str, Any]:
+          model_version: Optional[str] = None, publish: bool = True,
+          on_epoch: Optional[Callable[[int, dict[str, float]], None]] = None) -> dict[str, Any]:
     """Train on night ``ds``; rank 0 publishes the artifact and registers it.
 
     Returns (on every rank) the version, artifact directory, best validation metrics and a
     fingerprint of this rank's final parameters together with every rank's fingerprint.
+    ``publish=False`` (a tuning trial) writes no checkpoint, artifact or registry entry;
+    ``on_epoch(epoch, validation_metrics)`` runs after each epoch and may raise to stop the run.
     """
     comm = comm or Comm()
     tc = cfg.train
@@ -194,7 +197,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
             log.info("resumed from %s (epoch %d, best %s %.4f)", store.path(epoch), epoch + 1,
                      EARLY_STOP_METRIC, best)
     else:
-        if comm.rank == 0:
+        if comm.rank == 0 and publish:
             store.clear()
         if tc.warm_start:
             _warm_start_from_production(cfg, model)
@@ -252,7 +255,9 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         log.info("epoch %d/%d: train loss %.4f, validation %s %.4f (best %.4f at epoch %d)",
                  epoch + 1, tc.epochs, train_loss, EARLY_STOP_METRIC, metrics[EARLY_STOP_METRIC],
                  best, best_epoch + 1)
-        if comm.rank == 0:
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if comm.rank == 0 and publish:
             store.save(epoch, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "best_metric": best, "best_epoch": best_epoch,
@@ -277,7 +282,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         "validation": best_metrics, "history": history, "loss": tc.loss,
         "world_size": comm.size, "backend": tc.backend, "config_hash": cfg.hash(),
     }
-    if comm.rank == 0:
+    if comm.rank == 0 and publish:
         final = LSTMRecommender(**model.arch)
         final.load_state_dict(best_state)
 
