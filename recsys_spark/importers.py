@@ -1,22 +1,25 @@
 """Readers that turn public dataset formats into the ``events`` contract.
 
-Each reader parses text lines in Spark and returns ``(events, rejected)``: ``events`` has the
-``events`` schema plus ``ds`` (the UTC date of ``ts``); ``rejected`` has the raw line and a reason, so
-no input row disappears silently.
+Each reader returns ``(events, rejected)``: ``events`` has the ``events`` schema plus ``ds`` (the UTC
+date of ``ts``); ``rejected`` has the raw line (or, for tables, the row as JSON) and a reason, so no
+input row disappears silently. Line formats parse text lines in Spark; the table formats (``csv``
+with a header, ``parquet``) read named columns (:class:`ColumnMap`), every value read as a string
+so a bad one is quarantined instead of failing a cast.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys_spark import schemas as S
-from recsys_spark.errors import NotFoundError
+from recsys_spark.errors import NotFoundError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +126,84 @@ def read_retailrocket(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, Da
                    F.lit(None).cast("string"), rejected_ds)
 
 
+def read_pairs(lines: DataFrame, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
+    """One ``user item`` pair per line, each user's lines in order (the SASRec / BERT4Rec files).
+    Timestamps are synthesized (base + the pair's position among its user's lines, in file order)."""
+    log.warning("pairs file: timestamps are synthesized from line order (%s + k seconds)",
+                SEQUENCE_FILE_BASE_TS)
+    tokens = F.split(F.trim(F.col("value")), r"\s+")
+    # File order: Spark numbers a text file's lines increasingly across its splits.
+    numbered = lines.select("value", F.get(tokens, 0).alias("_user"), F.get(tokens, 1).alias("_item"),
+                            (F.size(tokens) == 2).alias("_ok"), F.monotonically_increasing_id().alias("_line"))
+    position = F.row_number().over(Window.partitionBy("_user").orderBy("_line")) - 1
+    base = F.to_timestamp(F.lit(SEQUENCE_FILE_BASE_TS))
+    ts = F.timestamp_seconds(F.unix_timestamp(base) + position)
+    return _finish(numbered, F.col("_ok"), F.col("_user"), F.col("_item"), F.lit("view"), ts,
+                   F.lit(None).cast("string"), rejected_ds)
+
+
 READERS: dict[str, Callable[[DataFrame, str], tuple[DataFrame, DataFrame]]] = {
     "movielens": read_movielens,
     "movielens-dat": lambda lines, ds: read_movielens(lines, ds, separator="::"),
     "gru4rec": read_gru4rec,
     "sequences": read_sequence_file,
+    "pairs": read_pairs,
     "retailrocket": read_retailrocket,
 }
+TABLE_FORMATS = ("csv", "parquet")
+FORMATS = tuple(sorted([*READERS, *TABLE_FORMATS]))
+TIME_FORMATS = ("epoch_s", "epoch_ms")
+"""Numeric event times; any other ``time_format`` is a Spark datetime pattern (``yyyy-MM-dd HH:mm:ss``)."""
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which input columns hold the event fields (csv and parquet); event and session are optional
+    (``view``, and no session, when absent)."""
+    user: str
+    item: str
+    time: str
+    event: Optional[str] = None
+    session: Optional[str] = None
+    time_format: str = "epoch_s"
+
+    @classmethod
+    def parse(cls, text: str, time_format: str = "epoch_s") -> "ColumnMap":
+        """``user=visitorid,item=itemid,time=timestamp[,event=event][,session=sid]``."""
+        fields = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, column = part.partition("=")
+            if not sep or key not in ("user", "item", "time", "event", "session") or not column.strip():
+                raise UserError(f"--columns: '{part}' must be user=, item=, time=, event= or session= a column name")
+            fields[key] = column.strip()
+        missing = [k for k in ("user", "item", "time") if k not in fields]
+        if missing:
+            raise UserError(f"--columns must name the {', '.join(missing)} column(s), e.g. "
+                            "user=visitorid,item=itemid,time=timestamp")
+        return cls(**fields, time_format=time_format)
+
+    def timestamp(self, raw: Column) -> Column:
+        if self.time_format == "epoch_s":
+            return _epoch_seconds(raw)
+        if self.time_format == "epoch_ms":
+            millis = F.when(raw.rlike(r"^\s*\d+\s*$"), F.trim(raw).try_cast("long"))
+            return F.timestamp_millis(millis)
+        return F.try_to_timestamp(F.trim(raw), F.lit(self.time_format))
+
+
+def read_table(table: DataFrame, columns: ColumnMap, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
+    """Events from named columns of a csv/parquet input (every column as a string)."""
+    wanted = [c for c in (columns.user, columns.item, columns.time, columns.event, columns.session) if c]
+    absent = [c for c in wanted if c not in table.columns]
+    if absent:
+        raise UserError(f"input has no column(s) {', '.join(absent)} (it has {', '.join(table.columns)}); "
+                        "fix --columns")
+    rows = table.select(F.to_json(F.struct(*[F.col(c) for c in table.columns])).alias("value"),
+                        *[F.col(c).cast("string").alias(c) for c in dict.fromkeys(wanted)])
+    event = F.lower(F.trim(F.col(columns.event))) if columns.event else F.lit("view")
+    session = F.trim(F.col(columns.session)) if columns.session else F.lit(None).cast("string")
+    return _finish(rows, F.lit(True), F.col(columns.user), F.col(columns.item), event,
+                   columns.timestamp(F.col(columns.time)), session, rejected_ds)
 
 
 def require_path(path: str, spark: Optional[SparkSession] = None) -> None:
@@ -148,10 +222,20 @@ def require_path(path: str, spark: Optional[SparkSession] = None) -> None:
             raise NotFoundError(f"input path {path} does not exist")
 
 
-def read_events(spark: SparkSession, path: str, fmt: str, rejected_ds: str) -> tuple[DataFrame, DataFrame]:
-    """Read ``path`` in format ``fmt`` (one of :data:`READERS`)."""
-    if fmt not in READERS:
-        raise ValueError(f"unknown input format '{fmt}'; known formats: {', '.join(sorted(READERS))}")
+def read_events(spark: SparkSession, path: str, fmt: str, rejected_ds: str,
+                columns: Optional[ColumnMap] = None) -> tuple[DataFrame, DataFrame]:
+    """Read ``path`` in format ``fmt`` (one of :data:`FORMATS`; the table formats need ``columns``)."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown input format '{fmt}'; known formats: {', '.join(FORMATS)}")
     require_path(path, spark)
+    if fmt in TABLE_FORMATS:
+        if columns is None:
+            raise UserError(f"format {fmt} needs --columns user=...,item=...,time=...")
+        if fmt == "csv":
+            # Header names the columns; every value stays a string (no inference).
+            table = spark.read.csv(path, header=True, inferSchema=False, mode="PERMISSIVE")
+        else:
+            table = spark.read.parquet(path)
+        return read_table(table, columns, rejected_ds)
     lines = spark.read.text(path).where(F.trim(F.col("value")) != "")
     return READERS[fmt](lines, rejected_ds)

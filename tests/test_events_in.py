@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from recsys_spark import importers as I
 from recsys_spark import schemas as S
 from recsys_spark.config import SyntheticConfig
+from recsys_spark.errors import UserError
 from recsys_spark.synthetic import catalogue_size, generate_events
 
 DAY = dt.date(2026, 11, 20)
@@ -127,6 +128,59 @@ def test_retailrocket_events(spark, tmp_path):
     assert [r.reason for r in rejected.collect()] == [I.BAD_TIMESTAMP]
 
 
+def test_pairs_file_orders_each_users_lines(spark, tmp_path):
+    events, rejected = _read(spark, tmp_path, "pairs", "1 10\n2 7\n1 11\n1 12\nbad\n2 8 9\n")
+    base = dt.datetime(2000, 1, 1)
+    expected = spark.createDataFrame([
+        ("1", "10", "view", base, None, "2000-01-01"),
+        ("1", "11", "view", base + dt.timedelta(seconds=1), None, "2000-01-01"),
+        ("1", "12", "view", base + dt.timedelta(seconds=2), None, "2000-01-01"),
+        ("2", "7", "view", base, None, "2000-01-01")], EVENTS_OUT)
+    assert_df_equality(events, expected, ignore_row_order=True, ignore_nullable=True)
+    assert sorted((r.raw, r.reason) for r in rejected.collect()) == [("2 8 9", I.MALFORMED), ("bad", I.MALFORMED)]
+
+
+def test_csv_with_named_columns_and_a_datetime_pattern(spark, tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text("sku,visitor,when,kind,extra\n"
+                    "A1,u1,2026-11-20 10:00:00,View,x\n"
+                    "A2,u1,2026-11-20 10:05:00,cart,y\n"
+                    "A3,u2,yesterday,view,z\n"
+                    ",u2,2026-11-20 11:00:00,view,w\n")
+    columns = I.ColumnMap.parse("user=visitor,item=sku,time=when,event=kind", "yyyy-MM-dd HH:mm:ss")
+    events, rejected = I.read_events(spark, str(path), "csv", "2026-11-20", columns)
+    expected = spark.createDataFrame([
+        ("u1", "A1", "view", dt.datetime(2026, 11, 20, 10, 0), None, "2026-11-20"),
+        ("u1", "A2", "cart", dt.datetime(2026, 11, 20, 10, 5), None, "2026-11-20")], EVENTS_OUT)
+    assert_df_equality(events, expected, ignore_row_order=True, ignore_nullable=True)
+    assert sorted((r.raw, r.reason) for r in rejected.collect()) == [
+        ('{"sku":"A3","visitor":"u2","when":"yesterday","kind":"view","extra":"z"}', I.BAD_TIMESTAMP),
+        ('{"visitor":"u2","when":"2026-11-20 11:00:00","kind":"view","extra":"w"}', I.MISSING_ITEM)]
+
+
+def test_parquet_with_named_typed_columns_in_epoch_milliseconds(spark, tmp_path):
+    spark.createDataFrame([(7, 100, 1433221332117, "s1"), (8, 101, -5, "s2")],
+                          "visitorid long, itemid int, timestamp long, sid string") \
+        .coalesce(1).write.parquet(str(tmp_path / "events.parquet"))
+    columns = I.ColumnMap.parse("user=visitorid,item=itemid,time=timestamp,session=sid", "epoch_ms")
+    events, rejected = I.read_events(spark, str(tmp_path / "events.parquet"), "parquet", "2015-06-02", columns)
+    expected = spark.createDataFrame([
+        ("7", "100", "view", dt.datetime(2015, 6, 2, 5, 2, 12, 117000), "s1", "2015-06-02")], EVENTS_OUT)
+    assert_df_equality(events, expected, ignore_nullable=True)
+    assert [r.reason for r in rejected.collect()] == [I.BAD_TIMESTAMP]
+
+
+def test_twin_named_columns_that_are_not_there_are_a_clear_error(spark, tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text("sku,visitor,when\nA1,u1,1\n")
+    with pytest.raises(UserError, match=r"input has no column\(s\) user_id \(it has sku, visitor, when\)"):
+        I.read_events(spark, str(path), "csv", "2026-11-20", I.ColumnMap.parse("user=user_id,item=sku,time=when"))
+    with pytest.raises(UserError, match="--columns must name the time column"):
+        I.ColumnMap.parse("user=visitor,item=sku")
+    with pytest.raises(UserError, match="format csv needs --columns"):
+        I.read_events(spark, str(path), "csv", "2026-11-20")
+
+
 def test_unknown_format_is_a_clear_error(spark, tmp_path):
-    with pytest.raises(ValueError, match="unknown input format 'csv'; known formats: gru4rec"):
-        _read(spark, tmp_path, "csv", "a,b\n")
+    with pytest.raises(UserError, match="unknown input format 'xml'; known formats: csv, gru4rec"):
+        _read(spark, tmp_path, "xml", "a,b\n")
