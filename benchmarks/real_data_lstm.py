@@ -1,10 +1,13 @@
 """Real-data benchmark of the LSTM through the real jobs, next to the baselines and ANCHORS.md.
 
 Per dataset, in a fresh temp workspace: ``recsys import-events`` -> ``recsys build-sequences`` (last
-night, whole history) -> ``recsys train`` (Horovod, 2 processes on local Spark) -> evaluation:
+night, whole history) -> two LSTMs, each trained with ``recsys train`` (Horovod, 2 processes on local
+Spark): one with the **shipped defaults** (``conf/local.yaml``; the per-dataset overrides below are
+data preparation and protocol only), one with the settings **``recsys tune``** chose on the night's
+validation split within the stated budget (``--tune-trials``, ``--tune-timeout``) -> evaluation:
 
 * MovieLens-100K ``u.data`` and Amazon Beauty (``Beauty.txt``): ``recsys evaluate`` on the night's
-  leave-last-out test split, the LSTM and the baselines on identical queries (full ranking over
+  leave-last-out test split, both LSTMs and the baselines on identical queries (full ranking over
   items seen in the fit data, history masked, conservative ties);
 * YooChoose clicks 100k: the GRU4Rec session protocol on the ``test`` file, which no night holds, so
   the library is called here: baselines fitted on every ``train_full`` session, queries from
@@ -17,7 +20,10 @@ every MovieLens user and of a seeded 20% of the Beauty users. On yoochoose
 event of a seeded 10% of the sessions (its validation targets), the baselines on all of
 ``train_full``. The jobs order timestamp ties by item id, the ANCHORS cross-checks by file order.
 
+The JSON keeps every earlier run's rows of a dataset under ``history`` when it is re-measured.
+
     .venv/bin/python -m benchmarks.real_data_lstm [--datasets movielens-100k beauty yoochoose]
+        [--tune-trials 8] [--tune-timeout 1200]
 """
 from __future__ import annotations
 
@@ -38,13 +44,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "results"
 RECSYS = Path(sys.executable).parent / "recsys"
-VERSION = "bench-lstm"
+DEFAULTS, TUNED = "bench-defaults", "bench-tuned"
 log = logging.getLogger("benchmark")
 
 SPARK = ["spark.master=local[2]", "spark.conf={spark.driver.memory: 4g, spark.sql.shuffle.partitions: '4'}"]
 BASELINES = "evaluate.baselines=[most_popular,transitions,sknn,als]"
 DATASETS = {
-    # name: (import format, file, build-sequences/train overrides)
+    # name: (import format, file, build-sequences overrides: data preparation and protocol only)
     "movielens-100k": ("movielens", DATA / "movielens-100k" / "u.data",
                        ["sequences.min_item_support=1", "sequences.min_user_support=3",
                         "sequences.window_length=50", "sequences.stride=25"]),
@@ -52,21 +58,16 @@ DATASETS = {
                ["sequences.min_item_support=1", "sequences.min_user_support=3",
                 "sequences.window_length=50", "sequences.stride=25",
                 # Validate on a seeded 20% of the users (4.4k queries); the other 80% train on their
-                # second-to-last item, as the baselines do. Dropout 0.5: at 0.1 it overfits by epoch 5.
-                # 128/128 units: best of 3 settings on validation NDCG@10.
-                "sequences.validation_fraction=0.2", "train.dropout=0.5", "train.epochs=20",
-                "train.hidden_size=128"]),
+                # second-to-last item, as the baselines do.
+                "sequences.validation_fraction=0.2"]),
     "yoochoose": ("gru4rec", DATA / "yoochoose-clicks-100k" / "yoochoose-clicks-100k_train_full.txt",
                   ["sequences.min_item_support=1", "sequences.min_user_support=2",
                    "sequences.collapse_repeats=false", "sequences.window_length=20",
                    "sequences.stride=20",
                    # The test file is external: validate on the last click of 10% of the sessions and
                    # train on every other click (one held out per session would cost a third of the
-                   # targets). 128/128 units, dropout 0.4, 64 sessions per step: best of 8 settings
-                   # on validation NDCG@10.
-                   "sequences.split=validation_only", "sequences.validation_fraction=0.1",
-                   "train.embedding_dim=128", "train.hidden_size=128", "train.dropout=0.4",
-                   "train.batch_size=64", "train.epochs=15"]),
+                   # targets).
+                   "sequences.split=validation_only", "sequences.validation_fraction=0.1"]),
 }
 COMMON = ["sequences.lookback_days=100000", "sequences.max_rejected_share=0.01",
           "sequences.max_history=200", "train.backend=horovod", "train.launcher=spark",
@@ -104,7 +105,7 @@ def _rounded(metrics: dict) -> dict:
     return {k: round(float(metrics[k]), 4) for k in REPORTED if k in metrics}
 
 
-def _session_evaluation(workdir: Path, ds: str, overrides: list[str]) -> list[dict]:
+def _session_evaluation(workdir: Path, ds: str, overrides: list[str], versions: list[str]) -> list[dict]:
     """The session protocol on the yoochoose test file: test items are mapped through the night's
     item_index; items it lacks get fresh indices past the vocabulary, which the baselines never saw
     and the model ignores in inputs, and as targets are skipped (not rankable), as in real_data.py."""
@@ -144,69 +145,100 @@ def _session_evaluation(workdir: Path, ds: str, overrides: list[str]) -> list[di
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        scorer = E.model_scorer(cfg.storage.root, VERSION, num_items)
+        scorers = {v: E.model_scorer(cfg.storage.root, v, num_items) for v in versions}
     finally:
         os.chdir(cwd)
-    model = E.evaluate(scorer, queries, data.popularity, name=E.MODEL_NAME, protocol=E.SESSION,
-                       split=E.TEST, ks=ev.ks, mask_seen=False, batch_size=ev.batch_size)
+    for version, scorer in scorers.items():
+        model = E.evaluate(scorer, queries, data.popularity, name=E.MODEL_NAME, protocol=E.SESSION,
+                           split=E.TEST, ks=ev.ks, mask_seen=False, batch_size=ev.batch_size)
+        model.model_version = version
+        results.append(model)
     data.sequences.unpersist()
     spark.stop()
-    return [{"name": r.name, "metrics": r.metrics, "n_queries": r.n_queries, "n_skipped": r.n_skipped,
-             "seconds": r.seconds} for r in [*results, model]]
+    return [{"name": r.name, "model_version": r.model_version, "metrics": r.metrics,
+             "n_queries": r.n_queries, "n_skipped": r.n_skipped, "seconds": r.seconds} for r in results]
 
 
-def run_dataset(name: str, workdir: Path, extra: list[str]) -> dict:
+def _training(workdir: Path, version: str) -> dict:
+    trained = json.loads((workdir / "var" / "models" / version / "metrics.json").read_text())
+    history = trained["history"]
+    return {
+        "epochs_run": len(history), "best_epoch": trained["best_epoch"],
+        "train_seconds_per_epoch": round(float(np.median([h["train_seconds"] for h in history])), 1),
+        "seconds_per_epoch_with_validation": round(float(np.median([h["seconds"] for h in history])), 1),
+        "positions_per_second": round(float(np.median([h["positions_per_second"] for h in history]))),
+        "validation": _rounded(trained["validation"]),
+        "world_size": trained["world_size"], "loss": trained["loss"]}
+
+
+def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tune_timeout: int) -> dict:
     fmt, path, own = DATASETS[name]
     overrides = [*COMMON, *own, *extra]
     seconds = {"import": _recsys(["import-events", "--format", fmt, "--path", str(path), *_sets(overrides)], workdir)}
     ds = sorted(p.name.split("=")[1] for p in (workdir / "var/warehouse/recsys.db/events").glob("ds=*"))[-1]
     seconds["build_sequences"] = _recsys(["build-sequences", "--ds", ds, *_sets(overrides)], workdir)
-    seconds["train"] = _recsys(["train", "--ds", ds, "--model-version", VERSION, *_sets(overrides)], workdir)
+    seconds["train_defaults"] = _recsys(["train", "--ds", ds, "--model-version", DEFAULTS, *_sets(overrides)], workdir)
+    versions = [DEFAULTS]
+    tuning = None
+    if tune_trials:
+        budget = [f"tune.trials={tune_trials}", f"tune.timeout_s={tune_timeout}"]
+        seconds["tune"] = _recsys(["tune", "--ds", ds, *_sets([*overrides, *budget])], workdir)
+        overlay = workdir / "var" / "tuning" / f"ds={ds}" / "tuned.yaml"
+        seconds["train_tuned"] = _recsys(["train", "--ds", ds, "--model-version", TUNED, "--overlay",
+                                          str(overlay), *_sets(overrides)], workdir)
+        versions.append(TUNED)
+        trials = json.loads((overlay.parent / "trials.json").read_text())
+        tuning = {"budget": trials["budget"], "trials": trials["n_trials"], "pruned": trials["n_pruned"],
+                  "seconds": trials["seconds"], "chosen": trials["best"]["params"],
+                  "validation_ndcg@10": {"given": round(trials["given"]["value"], 4),
+                                         "tuned": round(trials["best"]["value"], 4)}}
     meta = json.loads((workdir / "var" / "datasets" / f"ds={ds}" / "metadata.json").read_text())
-    trained = json.loads((workdir / "var" / "models" / VERSION / "metrics.json").read_text())
-    history = trained["history"]
     start = time.perf_counter()
     if name == "yoochoose":
         protocol = "session (train_full -> test), no masking"
-        scored = _session_evaluation(workdir, ds, overrides)
+        scored = _session_evaluation(workdir, ds, overrides, versions)
     else:
         protocol = "leave-last-out test, seen items masked"
-        _recsys(["evaluate", "--ds", ds, "--model-version", VERSION, *_sets(overrides)], workdir)
-        report = json.loads((workdir / "var" / "reports" / f"ds={ds}" / f"evaluate_{VERSION}.json").read_text())
-        scored = [{"name": r["name"], "metrics": r["metrics"], "n_queries": r["n_queries"],
-                   "n_skipped": r["n_skipped"], "seconds": r["seconds"]} for r in report]
+        _recsys(["evaluate", "--ds", ds, *[x for v in versions for x in ("--model-version", v)],
+                 *_sets(overrides)], workdir)
+        report = json.loads((workdir / "var" / "reports" / f"ds={ds}" / f"evaluate_{'+'.join(versions)}.json").read_text())
+        scored = [{"name": r["name"], "model_version": r["model_version"], "metrics": r["metrics"],
+                   "n_queries": r["n_queries"], "n_skipped": r["n_skipped"], "seconds": r["seconds"]}
+                  for r in report]
     seconds["evaluate"] = time.perf_counter() - start
-    model = next(s for s in scored if s["name"] == "model")
+    models = {s["model_version"]: s for s in scored if s["name"] == "model"}
     return {
         "dataset": name, "ds": ds, "protocol": protocol, "items": meta["num_items"] - 1,
         "training_positions_per_epoch": meta["num_training_positions"],
-        "n_queries": model["n_queries"], "n_skipped": model["n_skipped"],
-        "lstm": _rounded(model["metrics"]),
+        "n_queries": models[DEFAULTS]["n_queries"], "n_skipped": models[DEFAULTS]["n_skipped"],
+        "lstm": {"defaults": _rounded(models[DEFAULTS]["metrics"]),
+                 **({"tuned": _rounded(models[TUNED]["metrics"])} if TUNED in models else {})},
         "baselines": {s["name"]: _rounded(s["metrics"]) for s in scored if s["name"] != "model"},
         "anchors": ANCHORS[name],
-        "training": {
-            "seconds": round(seconds["train"], 1), "epochs_run": len(history),
-            "best_epoch": trained["best_epoch"],
-            "train_seconds_per_epoch": round(float(np.median([h["train_seconds"] for h in history])), 1),
-            "seconds_per_epoch_with_validation": round(float(np.median([h["seconds"] for h in history])), 1),
-            "positions_per_second": round(float(np.median([h["positions_per_second"] for h in history]))),
-            "validation": _rounded(trained["validation"]),
-            "world_size": trained["world_size"], "loss": trained["loss"]},
+        "training": {v: _training(workdir, v) for v in versions},
+        "tuning": tuning,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "overrides": overrides,
     }
 
 
 def markdown(results: list[dict]) -> str:
-    """README table: the LSTM, the best baseline and the anchors per dataset."""
+    """README table: both LSTM rows, the baselines and the anchors per dataset."""
     lines = ["| dataset (protocol) | system | HR@10 | NDCG@10 | MRR@10 | HR@20 | NDCG@20 | MRR@20 |",
              "|---|---|---|---|---|---|---|---|"]
     cell = lambda m, k: f"{m[k]:.4f}" if k in m else ""  # noqa: E731
     for r in results:
         label = f"{r['dataset']} ({r['protocol']}, {r['n_queries']} queries)"
-        t = r["training"]
-        rows = [(f"**LSTM** ({t['epochs_run']} epochs, {t['train_seconds_per_epoch']} s/epoch, "
-                 f"{t['positions_per_second']} pos/s, 2 Horovod procs)", r["lstm"])]
+        rows = []
+        if "defaults" not in r["lstm"]:  # a dataset last measured before the two-row table
+            r = {**r, "lstm": {"earlier": r["lstm"]}, "training": {"earlier": r["training"]}}
+        for variant, metrics in r["lstm"].items():
+            t = r["training"][{"defaults": DEFAULTS, "tuned": TUNED}.get(variant, variant)]
+            how = {"defaults": "shipped defaults", "earlier": "settings set by hand (earlier run)"}.get(variant) or (
+                f"recsys tune: {r['tuning']['trials']} trials ({r['tuning']['pruned']} pruned) in "
+                f"{r['tuning']['seconds']:.0f} s")
+            rows.append((f"**LSTM, {how}** ({t['epochs_run']} epochs, {t['train_seconds_per_epoch']} s/epoch, "
+                         f"{t['positions_per_second']} pos/s, 2 Horovod procs)", metrics))
         rows += [(name, m) for name, m in r["baselines"].items()]
         rows += [(f"{name} [ANCHORS]", m) for name, m in r["anchors"].items()]
         for system, m in rows:
@@ -216,11 +248,27 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged(previous: dict, results: list[dict], when: str) -> dict:
+    """The new results over the previous file's: a re-measured dataset's old entry moves to history."""
+    by_name = {r["dataset"]: r for r in previous.get("results", [])}
+    history = list(previous.get("history", []))
+    for r in results:
+        if r["dataset"] in by_name:
+            history.append({"replaced_on": when, **by_name[r["dataset"]]})
+        by_name[r["dataset"]] = r
+    order = [n for n in DATASETS if n in by_name]
+    return {"machine": "2 cores", "results": [by_name[n] for n in order], "history": history}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every job, e.g. train.epochs=5")
+    parser.add_argument("--tune-trials", type=int, default=8,
+                        help="recsys tune's trial budget per dataset (0: no tuned row)")
+    parser.add_argument("--tune-timeout", type=int, default=1200,
+                        help="recsys tune's time budget per dataset, seconds")
     parser.add_argument("--out", default=str(RESULTS / "real_data_lstm.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -228,12 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         with tempfile.TemporaryDirectory(prefix=f"recsys-lstm-{name}-") as tmp:
             log.info("%s: running the jobs in %s", name, tmp)
-            results.append(run_dataset(name, Path(tmp), args.overrides))
+            results.append(run_dataset(name, Path(tmp), args.overrides, args.tune_trials, args.tune_timeout))
             log.info("%s: LSTM %s; baselines %s", name, results[-1]["lstm"], results[-1]["baselines"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": "2 cores", "results": results}, indent=2))
-    out.with_suffix(".md").write_text(markdown(results))
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    combined = merged(previous, results, time.strftime("%Y-%m-%d"))
+    out.write_text(json.dumps(combined, indent=2))
+    out.with_suffix(".md").write_text(markdown(combined["results"]))
     print(markdown(results))
     return 0
 
