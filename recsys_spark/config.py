@@ -118,7 +118,12 @@ class TrainConfig:
     last_item_transitions: bool = True
     """Add the gated last-item transition term to the scores (training.model): the counts of what
     followed the query's last item in training, which an embedding cannot memorise item by item."""
-    loss: str = "softmax"
+    loss: str = "auto"
+    """softmax, sampled_softmax, bpr_max, or auto: softmax up to full_softmax_max_items items,
+    sampled_softmax beyond (training.losses.resolve_loss)."""
+    full_softmax_max_items: int = 20000
+    shared_negatives: int = 2048
+    """Sampled losses: popularity^alpha negatives drawn per step and shared by the whole batch."""
     batch_size: int = 128
     epochs: int = 10
     lr: float = 0.003

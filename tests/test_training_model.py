@@ -8,7 +8,7 @@ import torch
 
 from recsys_spark.errors import NotFoundError
 from training.checkpoint import ArchitectureMismatch, CheckpointStore, check_architecture
-from training.losses import (LossComputer, bpr_max_loss, full_softmax_loss, log_expected_counts,
+from training.losses import (LossComputer, bpr_max_loss, full_softmax_loss, log_expected_counts, resolve_loss,
                              sampled_softmax_loss)
 from training.model import LSTMRecommender, load_model, save_model
 from training.registry import load_registry, register, set_production
@@ -264,3 +264,30 @@ def test_transition_model_saves_loads_and_rejects_bad_pairs(tmp_path):
         _model(transition_pairs=1).set_transitions(torch.tensor([3, 4]), torch.tensor([4, 5]), torch.ones(2))
     with pytest.raises(ValueError, match="last item"):
         model.score_all(model.last_hidden(x))
+
+
+def test_auto_loss_is_the_full_softmax_up_to_the_threshold_and_sampled_beyond():
+    assert resolve_loss("auto", 20001, 20000) == "softmax"  # 20,000 items plus padding
+    assert resolve_loss("auto", 20002, 20000) == "sampled_softmax"
+    assert resolve_loss("bpr_max", 2, 20000) == "bpr_max"
+
+
+@pytest.mark.parametrize("transitions", [False, True])
+def test_many_shared_negatives_with_logq_approach_the_full_softmax(transitions):
+    """Importance sampling: with logQ, M shared popularity negatives estimate the softmax's
+    normaliser, so the loss tends to the full softmax's; the twin without logQ is far off."""
+    model = _transition_model() if transitions else _model()
+    inputs = torch.tensor([[0, 3, 4], [1, 2, 5]])
+    target = torch.tensor([[0, 4, 6], [2, 5, 7]])
+    h = model(inputs)
+    counts = np.arange(20) ** 2
+    full = LossComputer("softmax")(model, h, target, None, inputs).item()
+    padding_only = torch.zeros(2, 1, dtype=torch.long)  # no per-example negatives
+    torch.manual_seed(1)
+    sampled = LossComputer("sampled_softmax", counts, 0.75, num_negatives=1, batch_size=2, in_batch=False,
+                           shared_negatives=200_000)(model, h, target, padding_only, inputs).item()
+    assert sampled == pytest.approx(full, rel=0.01)
+    torch.manual_seed(1)
+    biased = LossComputer("sampled_softmax", counts, 0.75, num_negatives=1, batch_size=2, in_batch=False,
+                          logq=False, shared_negatives=200_000)(model, h, target, padding_only, inputs).item()
+    assert biased > full + 5

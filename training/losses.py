@@ -2,10 +2,13 @@
 
 * ``softmax``: full cross-entropy over the catalogue, the exact objective, affordable while
   B*L*num_items fits in memory.
-* ``sampled_softmax``: the Spark-built popularity^alpha negatives of each example plus (optionally)
-  the batch's other targets. Sampling popular items more often biases the softmax towards pushing
-  them down, so each negative's logit is reduced by log(expected count under its sampler) (logQ
-  correction; Bengio & Senecal 2008, Yi et al. 2019) to keep the estimate close to the full softmax.
+* ``sampled_softmax``: the Spark-built popularity^alpha negatives of each example, plus (optionally)
+  the batch's other targets, plus ``shared_negatives`` items drawn per step with probability
+  proportional to popularity^alpha and shared by every position of the batch (one [positions, M]
+  product: many negatives for the price of a small catalogue). Sampling popular items more often
+  biases the softmax towards pushing them down, so each negative's logit is reduced by log(expected
+  count under its sampler) (logQ correction; Bengio & Senecal 2008, Yi et al. 2019) to keep the
+  estimate close to the full softmax.
 * ``bpr_max``: BPR-max of Hidasi & Karatzoglou, "Recurrent Neural Networks with Top-k Gains for
   Session-based Recommendations" (2018): -log sum_j s_j sigmoid(r_i - r_j) + lambda * sum_j s_j r_j^2
   with s = softmax over the negatives' scores, so the hardest negatives dominate the gradient.
@@ -24,6 +27,15 @@ import torch.nn.functional as F
 from training.model import PADDING_IDX, LSTMRecommender
 
 LOSSES = ("softmax", "sampled_softmax", "bpr_max")
+AUTO = "auto"
+
+
+def resolve_loss(kind: str, num_items: int, full_softmax_max_items: int) -> str:
+    """``auto``: the exact full softmax while the catalogue is small enough for its [positions,
+    catalogue] logits to be cheap, sampled softmax (shared popularity negatives, logQ) beyond."""
+    if kind != AUTO:
+        return kind
+    return "softmax" if num_items - 1 <= full_softmax_max_items else "sampled_softmax"
 
 
 def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -97,16 +109,24 @@ class LossComputer:
 
     def __init__(self, kind: str, item_counts: Optional[np.ndarray] = None, negative_alpha: float = 0.75,
                  num_negatives: int = 0, batch_size: int = 0, in_batch: bool = True,
-                 logq: bool = True, bpr_reg: float = 1.0):
+                 logq: bool = True, bpr_reg: float = 1.0, shared_negatives: int = 0):
         if kind not in LOSSES:
             raise ValueError(f"train.loss must be one of {LOSSES}, got {kind!r}")
         self.kind, self.in_batch, self.logq, self.bpr_reg = kind, in_batch, logq, bpr_reg
-        self.log_q_neg = self.log_q_batch = None
+        self.log_q_neg = self.log_q_batch = self.log_q_shared = None
+        self.shared_negatives, self.shared_proposal = shared_negatives if kind != "softmax" else 0, None
+        if self.shared_negatives:
+            if item_counts is None:
+                raise ValueError("shared negatives need item_counts")
+            weights = np.maximum(np.asarray(item_counts, dtype=np.float64), 1.0) ** negative_alpha
+            weights[PADDING_IDX] = 0.0
+            self.shared_proposal = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
         if kind != "softmax" and logq:
             if item_counts is None:
                 raise ValueError("logQ correction needs item_counts")
             self.log_q_neg = log_expected_counts(item_counts, negative_alpha, num_negatives)
             self.log_q_batch = log_expected_counts(item_counts, 1.0, batch_size)
+            self.log_q_shared = log_expected_counts(item_counts, negative_alpha, self.shared_negatives or 1)
 
     def __call__(self, model: LSTMRecommender, h: torch.Tensor, target: torch.Tensor,
                  negatives: torch.Tensor, inputs: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -153,6 +173,19 @@ class LossComputer:
             if log_q is not None:
                 log_q = torch.cat([log_q.expand(batch, target.shape[1], -1),
                                    self.log_q_batch[pool].expand(batch, target.shape[1], -1)], dim=-1)
+        if self.shared_negatives:
+            # Drawn from the torch RNG, which the trainer reseeds per (seed, epoch, rank).
+            shared = torch.multinomial(self.shared_proposal, self.shared_negatives, replacement=True)
+            shared_scores = h @ model.item_embedding(shared).t() + model.item_bias[shared]  # [B, L, M]
+            if last is not None:
+                shared_scores = shared_scores + model.transition_term(h, model.transition_lookup(
+                    last, shared.expand(batch, target.shape[1], -1), target), totals)
+            neg = torch.cat([neg, shared_scores], dim=-1)
+            neg_valid = torch.cat([neg_valid.expand(batch, target.shape[1], -1),
+                                   shared != target.unsqueeze(-1)], dim=-1)  # accidental hits out
+            if log_q is not None:
+                log_q = torch.cat([log_q.expand(batch, target.shape[1], -1),
+                                   self.log_q_shared[shared].expand(batch, target.shape[1], -1)], dim=-1)
         if self.kind == "sampled_softmax":
             return sampled_softmax_loss(pos, neg, valid, neg_valid, log_q)
         return bpr_max_loss(pos, neg, valid, neg_valid, self.bpr_reg)

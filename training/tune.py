@@ -52,7 +52,7 @@ SPACE: dict[str, tuple] = {
     "num_layers": ("choice", [1, 2]),
     "last_item_transitions": ("choice", [True, False]),
     "cell": ("choice", ["lstm", "gru"]),
-    "loss": ("choice", ["softmax", "sampled_softmax", "bpr_max"]),
+    "loss": ("choice", ["auto", "softmax", "sampled_softmax", "bpr_max"]),
 }
 
 
