@@ -205,10 +205,10 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
     comm.barrier()
 
     item_counts = read_item_counts(data_dir / ITEM_COUNTS, meta.num_items)
-    loss = resolve_loss(tc.loss, meta.num_items, tc.full_softmax_max_items)
-    if loss != tc.loss:
-        log.info("train.loss=%s: %s for %d items", tc.loss, loss, meta.num_items - 1)
-    loss_fn = LossComputer(loss, item_counts, meta.negative_alpha, meta.num_negatives,
+    loss_kind = resolve_loss(tc.loss, meta.num_items, tc.full_softmax_max_items)
+    if loss_kind != tc.loss:
+        log.info("train.loss=%s: %s for %d items", tc.loss, loss_kind, meta.num_items - 1)
+    loss_fn = LossComputer(loss_kind, item_counts, meta.negative_alpha, meta.num_negatives,
                            tc.batch_size, tc.in_batch_negatives, tc.logq_correction, tc.bpr_reg,
                            tc.shared_negatives)
     batches = ShardBatches(data_dir / TRAINING_EXAMPLES, tc.batch_size, steps, comm.rank, comm.size,
@@ -283,7 +283,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         "model_version": version, "ds": ds, "item_index_version": meta.item_index_version,
         "num_items": meta.num_items, "best_epoch": best_epoch + 1, "epochs_run": len(history),
         "stopped_early": stopped_early, "early_stopping_metric": EARLY_STOP_METRIC,
-        "validation": best_metrics, "history": history, "loss": loss,
+        "validation": best_metrics, "history": history, "loss": loss_kind,
         "world_size": comm.size, "backend": tc.backend, "config_hash": cfg.hash(),
     }
     if comm.rank == 0 and publish:
