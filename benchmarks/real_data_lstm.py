@@ -201,7 +201,7 @@ def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tu
         protocol = "leave-last-out test, seen items masked"
         _recsys(["evaluate", "--ds", ds, *[x for v in versions for x in ("--model-version", v)],
                  *_sets(overrides)], workdir)
-        report = json.loads((workdir / "var" / "reports" / f"ds={ds}" / f"evaluate_{'+'.join(versions)}.json").read_text())
+        report = json.loads((workdir / "var" / "reports" / f"ds={ds}" / f"evaluate_{'_'.join(versions)}.json").read_text())
         scored = [{"name": r["name"], "model_version": r["model_version"], "metrics": r["metrics"],
                    "n_queries": r["n_queries"], "n_skipped": r["n_skipped"], "seconds": r["seconds"]}
                   for r in report]
