@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -92,29 +92,35 @@ def read_staged(spark: SparkSession, location: str, contract: Contract = RECOMME
 
 
 def check_lists(staged: DataFrame, contract: Contract, expected: DataFrame, vocabulary: DataFrame,
-                k: int) -> dict[str, int]:
+                k: int, row_checks: Optional[dict[str, Column]] = None) -> dict[str, int]:
     """Violations every served list table shares: one row per key of ``expected`` and no other, k
-    distinct items of ``vocabulary`` (item_ids) per list, ranks 1..k, finite non-increasing scores."""
-    key, lists = contract.key, contract.list_column
-    exploded = staged.select(key, F.posexplode(lists).alias("_pos", "_rec"))
-    item = F.col("_rec." + S.ITEM_ID)
+    distinct items of ``vocabulary`` (item_ids) per list, ranks 1..k, finite non-increasing scores;
+    plus the table's own ``row_checks`` (name -> condition a bad row meets). The row conditions are
+    counted in one pass over the staged rows: each check as its own Spark job would multiply the
+    publish time."""
+    key, lists = contract.key, F.col(contract.list_column)
+    n = F.size(lists)
+    rows = {
+        "wrong_list_length": n != k,
+        "repeated_items": F.size(F.array_distinct(F.transform(lists, lambda r: r[S.ITEM_ID]))) != n,
+        "bad_ranks": F.exists(F.transform(lists, lambda r, i: r[RANK] != i + 1), lambda bad: bad),
+        # CASE WHEN, not AND: Spark evaluates both sides of an AND, and element_at past the end of a
+        # shorter list fails the query (ANSI) instead of counting it as wrong_list_length.
+        "increasing_scores": F.when(n > 1, F.exists(
+            F.sequence(F.lit(1), n - 1),
+            lambda i: F.element_at(lists, i + 1)[SCORE] > F.element_at(lists, i)[SCORE])).otherwise(False),
+        "bad_scores": F.exists(lists, lambda r: r[SCORE].isNull() | F.isnan(r[SCORE])
+                               | (F.abs(r[SCORE]) == float("inf"))),
+        **(row_checks or {}),
+    }
+    counts = staged.agg(*[F.count(F.when(bad, True)).alias(name) for name, bad in rows.items()]).first()
+    items = staged.select(F.explode(lists).alias("_rec")).select(F.col("_rec." + S.ITEM_ID).alias(S.ITEM_ID))
     return {
         f"duplicate_{contract.unit}": staged.groupBy(key).count().where(F.col("count") > 1).count(),
         f"missing_{contract.unit}": expected.join(staged, key, "left_anti").count(),
         f"unexpected_{contract.unit}": staged.join(expected, key, "left_anti").count(),
-        "wrong_list_length": staged.where(F.size(lists) != k).count(),
-        "repeated_items": staged.where(F.size(F.array_distinct(F.transform(lists, lambda r: r[S.ITEM_ID])))
-                                       != F.size(lists)).count(),
-        "bad_ranks": exploded.where(F.col("_rec." + RANK) != F.col("_pos") + 1).count(),
-        # CASE WHEN, not AND: Spark evaluates both sides of an AND, and element_at past the end of a
-        # shorter list fails the query (ANSI) instead of counting it as wrong_list_length.
-        "increasing_scores": staged.where(F.when(F.size(lists) > 1, F.exists(
-            F.sequence(F.lit(1), F.size(lists) - 1),
-            lambda i: F.element_at(lists, i + 1)[SCORE] > F.element_at(lists, i)[SCORE])).otherwise(False)).count(),
-        "bad_scores": exploded.where(F.isnan(F.col("_rec." + SCORE)) | F.col("_rec." + SCORE).isNull()
-                                     | (F.abs(F.col("_rec." + SCORE)) == float("inf"))).count(),
-        "unknown_items": exploded.join(vocabulary.select(F.col(S.ITEM_ID).alias("_item")),
-                                       item == F.col("_item"), "left_anti").count(),
+        **counts.asDict(),
+        "unknown_items": items.join(vocabulary.select(S.ITEM_ID), S.ITEM_ID, "left_anti").count(),
     }
 
 
@@ -123,8 +129,8 @@ def check_recommendations(staged: DataFrame, users: DataFrame, vocabulary: DataF
     """Count violations of the output contract; every value must be 0 to publish.
 
     ``users`` holds (user_id, seen) of every user that must get a row; ``vocabulary`` the item_ids."""
-    checks = check_lists(staged, RECOMMENDATIONS_CONTRACT, users.select(S.USER_ID), vocabulary, k)
-    checks["bad_source"] = staged.where(~F.col(SOURCE).isin(SOURCE_MODEL, SOURCE_FALLBACK)).count()
+    checks = check_lists(staged, RECOMMENDATIONS_CONTRACT, users.select(S.USER_ID), vocabulary, k,
+                         {"bad_source": ~F.col(SOURCE).isin(SOURCE_MODEL, SOURCE_FALLBACK)})
     recs = staged.select(S.USER_ID, F.explode(RECS).alias("_rec"))
     item = F.col("_rec." + S.ITEM_ID)
     if mask_seen:

@@ -150,10 +150,8 @@ def check_similar(staged: DataFrame, vocabulary: DataFrame, k: int) -> dict[str,
     """Violations of the table's contract (all must be 0 to publish): one row per ``vocabulary`` item
     (item_id), k distinct vocabulary items per list, ranks 1..k, scores non-increasing, never the
     row's own item."""
-    checks = check_lists(staged, SIMILAR_CONTRACT, vocabulary.select(S.ITEM_ID), vocabulary, k)
-    checks["self_listed"] = staged.where(
-        F.exists(SIMILAR, lambda r: r[S.ITEM_ID] == F.col(S.ITEM_ID))).count()
-    return checks
+    return check_lists(staged, SIMILAR_CONTRACT, vocabulary.select(S.ITEM_ID), vocabulary, k,
+                       {"self_listed": F.exists(SIMILAR, lambda r: r[S.ITEM_ID] == F.col(S.ITEM_ID))})
 
 
 def similar_night(spark: SparkSession, cfg: Config, ds: str, model_version: Optional[str] = None) -> dict:
