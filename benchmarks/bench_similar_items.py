@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--items", default="5000,50000")
     parser.add_argument("--users", type=int, default=50_000, help="synthetic users the ALS model is fitted on")
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--rule", default="next")
+    parser.add_argument("--rule", default="blend")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=256)

@@ -199,7 +199,7 @@ class ScoreConfig:
 class SimilarConfig:
     """The similar_items stage: every item's k most likely next items (recsys_spark.similar)."""
     k: int = 20
-    rule: str = "next"
+    rule: str = "blend"
     """next (the model's next-item scores after the one-item history), cosine (of the item
     embeddings) or blend (log-softmax of next + blend_weight x cosine); chosen by the item_to_item
     evaluation (README)."""

@@ -56,7 +56,7 @@ def test_each_night_publishes_similar_items_for_every_item(runs):
         rows = [r for r in run.published["similar"] if r["ds"] == ds]
         stage = run.stage(ds, "similar_items")["details"]
         assert sorted(r["item_id"] for r in rows) == sorted(run.item_index(ds)["item_id"])
-        assert len(rows) == stage["rows"] and stage["rule"] == "next"
+        assert len(rows) == stage["rows"] and stage["rule"] == "blend"
         assert {r["model_version"] for r in rows} == {stage["model_version"]} == {run.stage(ds, "score")["details"]["model_version"]}
         for row in rows:
             items = row["similar"]

@@ -183,7 +183,7 @@ def published(spark):
 
 def test_stage_publishes_one_row_per_item_and_a_rerun_gives_the_same_table(spark, stage_cfg):
     first = similar_night(spark, stage_cfg, NIGHT)
-    assert (first["rows"], first["model_version"], first["rule"]) == (7, "v1", NEXT)  # 8 items, i6 blocked
+    assert (first["rows"], first["model_version"], first["rule"]) == (7, "v1", BLEND)  # 8 items, i6 blocked
     before = published(spark).toPandas()
     assert sorted(before[S.ITEM_ID]) == [f"i{k}" for k in (1, 2, 3, 4, 5, 7, 8)]
     assert before[GENERATED_AT].nunique() == 1  # the night's logical time, not the wall clock
