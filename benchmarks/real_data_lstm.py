@@ -13,6 +13,11 @@ validation split within the stated budget (``--tune-trials``, ``--tune-timeout``
   the library is called here: baselines fitted on every ``train_full`` session, queries from
   :func:`recsys_spark.evaluation.session_queries`, the same ``evaluate`` as the baselines.
 
+Next to it, the similar-items protocol (``item_to_item``: each query ranked with the list of its last
+item only, the item itself never listed) for the model's three rules (``blend`` shipped, ``next``
+and ``cosine`` compared), last-item transitions and ALS item-factor cosine: from ``recsys evaluate``
+on the leave-last-out datasets, on the same session queries on yoochoose.
+
 Protocol differences, recorded with the results: the leave-last-out baselines fit on all but each
 user's last event; the LSTM also leaves out the second-to-last event (its validation target) of
 every MovieLens user and of a seeded 20% of the Beauty users. On yoochoose
@@ -39,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from recsys_spark.similar import ITEM_TO_ITEM
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets"
@@ -72,7 +79,7 @@ DATASETS = {
 COMMON = ["sequences.lookback_days=100000", "sequences.max_rejected_share=0.01",
           "sequences.max_history=200", "train.backend=horovod", "train.launcher=spark",
           "train.num_proc=2", "train.threads_per_proc=1", "evaluate.protocols=[leave_last_out]",
-          "evaluate.splits=[test]", BASELINES, *SPARK]
+          "evaluate.splits=[test]", BASELINES, "similar.compare_rules=[cosine,blend]", *SPARK]
 ANCHORS = {
     # From ANCHORS.md; the baselines' figures are on the benchmark loaders' exact splits.
     "movielens-100k": {"transitions": {"hr@10": 0.1457, "ndcg@10": 0.0794, "hr@20": 0.2266, "ndcg@20": 0.0997},
@@ -115,6 +122,7 @@ def _session_evaluation(workdir: Path, ds: str, overrides: list[str], versions: 
     from recsys_spark.config import load_config
     from recsys_spark.datasets import DatasetMetadata, dataset_dir
     from recsys_spark.session import get_spark
+    from recsys_spark.similar import evaluate_item_to_item
 
     cfg = load_config("local", [*overrides, "spark.hive=false", f"storage.root={workdir / 'var'}",
                                  f"spark.warehouse_dir={workdir / 'session-warehouse'}"])
@@ -139,13 +147,15 @@ def _session_evaluation(workdir: Path, ds: str, overrides: list[str], versions: 
     fit = spark.read.parquet(str(tables / "user_sequences" / f"ds={ds}")).select(S.USER_ID, S.ITEM_IDX, S.TS)
     data = B.prepare_fit_data(fit, num_items)
     ev = cfg.evaluate
+    fitted: dict = {}
     results = E.evaluate_baselines(data, queries, ev.baselines, ev, protocol=E.SESSION, split=E.TEST,
-                                   mask_seen=False)
+                                   mask_seen=False, fitted=fitted)
     # The registry records the artifact path as the train job saw it (relative to its cwd).
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
         scorers = {v: E.model_scorer(cfg.storage.root, v, num_items) for v in versions}
+        shipped = E.model_artifact(cfg.storage.root, DEFAULTS).resolve()
     finally:
         os.chdir(cwd)
     for version, scorer in scorers.items():
@@ -153,9 +163,11 @@ def _session_evaluation(workdir: Path, ds: str, overrides: list[str], versions: 
                            split=E.TEST, ks=ev.ks, mask_seen=False, batch_size=ev.batch_size)
         model.model_version = version
         results.append(model)
+    # Similar items are scored with the shipped defaults' model only.
+    results += evaluate_item_to_item(queries, data, fitted, {DEFAULTS: shipped}, cfg)
     data.sequences.unpersist()
     spark.stop()
-    return [{"name": r.name, "model_version": r.model_version, "metrics": r.metrics,
+    return [{"name": r.name, "protocol": r.protocol, "model_version": r.model_version, "metrics": r.metrics,
              "n_queries": r.n_queries, "n_skipped": r.n_skipped, "seconds": r.seconds} for r in results]
 
 
@@ -202,10 +214,12 @@ def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tu
         _recsys(["evaluate", "--ds", ds, *[x for v in versions for x in ("--model-version", v)],
                  *_sets(overrides)], workdir)
         report = json.loads((workdir / "var" / "reports" / f"ds={ds}" / f"evaluate_{'_'.join(versions)}.json").read_text())
-        scored = [{"name": r["name"], "model_version": r["model_version"], "metrics": r["metrics"],
-                   "n_queries": r["n_queries"], "n_skipped": r["n_skipped"], "seconds": r["seconds"]}
-                  for r in report]
+        scored = [{"name": r["name"], "protocol": r["protocol"], "model_version": r["model_version"],
+                   "metrics": r["metrics"], "n_queries": r["n_queries"], "n_skipped": r["n_skipped"],
+                   "seconds": r["seconds"]} for r in report]
     seconds["evaluate"] = time.perf_counter() - start
+    similar = [s for s in scored if s["protocol"] == ITEM_TO_ITEM and s["model_version"] != TUNED]
+    scored = [s for s in scored if s["protocol"] != ITEM_TO_ITEM]
     models = {s["model_version"]: s for s in scored if s["name"] == "model"}
     return {
         "dataset": name, "ds": ds, "protocol": protocol, "items": meta["num_items"] - 1,
@@ -215,6 +229,8 @@ def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tu
                  **({"tuned": _rounded(models[TUNED]["metrics"])} if TUNED in models else {})},
         "baselines": {s["name"]: _rounded(s["metrics"]) for s in scored if s["name"] != "model"},
         "anchors": ANCHORS[name],
+        "item_to_item": {"n_queries": similar[0]["n_queries"], "n_skipped": similar[0]["n_skipped"],
+                         "systems": {s["name"]: _rounded(s["metrics"]) for s in similar}},
         "training": {v: _training(workdir, v) for v in versions},
         "tuning": tuning,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
@@ -260,6 +276,25 @@ def merged(previous: dict, results: list[dict], when: str) -> dict:
     return {"machine": "2 cores", "results": [by_name[n] for n in order], "history": history}
 
 
+SIMILAR_LABELS = {"model": "LSTM, the shipped similar.rule (**blend**)", "model_next": "LSTM next-item after the one item",
+                  "model_cosine": "LSTM embedding cosine", "model_blend": "LSTM blend (log-softmax next + cosine)",
+                  "transitions": "last-item transitions",
+                  "als": "ALS item-factor cosine"}
+
+
+def similar_markdown(results: list[dict]) -> str:
+    """README table of the item_to_item protocol: the model's rules next to transitions and ALS."""
+    lines = ["| dataset (queries) | similar-items list | HR@10 | NDCG@10 | MRR@10 | HR@20 | NDCG@20 | MRR@20 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in results if "item_to_item" in r):
+        label = f"{r['dataset']} ({r['item_to_item']['n_queries']})"
+        for name, m in r["item_to_item"]["systems"].items():
+            lines.append(f"| {label} | {SIMILAR_LABELS.get(name, name)} | " + " | ".join(
+                f"{m[k]:.4f}" for k in REPORTED) + " |")
+            label = ""
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -283,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(out.read_text()) if out.exists() else {}
     combined = merged(previous, results, time.strftime("%Y-%m-%d"))
     out.write_text(json.dumps(combined, indent=2))
-    out.with_suffix(".md").write_text(markdown(combined["results"]))
-    print(markdown(results))
+    out.with_suffix(".md").write_text(markdown(combined["results"]) + "\n" + similar_markdown(combined["results"]))
+    print(markdown(results) + "\n" + similar_markdown(results))
     return 0
 
 

@@ -1,6 +1,6 @@
 """recsys_nightly: the nightly recommender pipeline, one spark-submit task per stage.
 
-    wait_for_events >> build_sequences >> train >> evaluate >> gate >> score
+    wait_for_events >> build_sequences >> train >> evaluate >> gate >> score >> similar_items
 
 Each task submits the packaged job (``$RECSYS_DIST/jobs/<stage>.py`` with ``--py-files
 $RECSYS_DIST/recsys_spark.zip``, i.e. what ``make dist`` builds) for the run's logical date,
@@ -33,6 +33,8 @@ The gate and why scoring still runs when it refuses
   gate then compares the candidate with the bootstrap baseline (``recsys_spark.gate``), and if it
   refuses, ``score`` has no model to serve and fails (NoModelError) -- the one refusal that does
   leave the night without recommendations.
+  ``similar_items`` follows a successful ``score`` and lists every item's similar items with the same
+  production model.
 
 Deployment
   Environment of the scheduler/workers (read when the file is parsed, never per run):
@@ -159,5 +161,6 @@ with DAG(
     evaluate = stage("evaluate", "--model-version", CANDIDATE, "--with-production")
     gate = stage("gate", "--model-version", CANDIDATE, operator=GateSubmitOperator, depends_on_past=True)
     score = stage("score", trigger_rule=TriggerRule.NONE_FAILED)
+    similar_items = stage("similar_items")  # the same production model as score, after it
 
-    wait_for_events >> build_sequences >> train >> evaluate >> gate >> score
+    wait_for_events >> build_sequences >> train >> evaluate >> gate >> score >> similar_items

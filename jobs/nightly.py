@@ -15,7 +15,7 @@ from recsys_spark import schemas as S
 from recsys_spark.build import build_night
 from recsys_spark.config import Config
 from recsys_spark.errors import DataError
-from recsys_spark.evaluation import run_evaluation
+from recsys_spark.evaluation import BASELINE_VERSION, MODEL_NAME, run_evaluation
 from recsys_spark.events import events_table, existing_nights, write_events
 from recsys_spark.gate import evaluate_gate
 from recsys_spark.lock import EXIT_LOCKED, RunLocked, exclusive_run
@@ -25,7 +25,9 @@ from recsys_spark.runtime import init_job, job_main, job_parser, parse_ds
 from recsys_spark.sequences import DataQualityError
 from recsys_spark.serve import NoModelError, score_night
 from recsys_spark.session import get_spark
+from recsys_spark.similar import ITEM_TO_ITEM, SIMILAR_CONTRACT, similar_night
 from recsys_spark.synthetic import generate_events
+from recsys_spark.tables import qualified
 from training.distributed import launch
 from training.registry import models_root, production_version, set_production
 
@@ -64,7 +66,8 @@ def _stage(manifest: Manifest, cfg: Config, name: str) -> Iterator[dict]:
 
 
 def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
-    """events -> build_sequences -> train -> evaluate (candidate and production) -> gate -> score.
+    """events -> build_sequences -> train -> evaluate (candidate and production) -> gate -> score ->
+    similar_items.
 
     A refused candidate does not stop the night: production keeps serving and scores tonight's users,
     so recommendations stay fresh while the refusal is on record in the manifest."""
@@ -85,7 +88,7 @@ def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
             versions = [candidate] + ([production] if production and production != candidate else [])
             results, report = run_evaluation(spark, cfg, ds, versions)
             details.update(report=str(report), metrics={
-                f"{r.name if r.name != 'model' else r.model_version}/{r.protocol}/{r.split}":
+                f"{_scorer_label(r)}/{r.protocol}/{r.split}":
                     {m: r.metrics.get(m) for m in ("hr@10", "ndcg@10", "mrr@20")} for r in results})
         with _stage(manifest, cfg, "gate") as details:
             decision = evaluate_gate(spark, cfg, ds, candidate, production)
@@ -99,11 +102,20 @@ def run_night(spark: SparkSession, cfg: Config, ds: str) -> Manifest:
                                f"in the evaluation report and retrain (e.g. more train.epochs)")
         with _stage(manifest, cfg, "score") as details:
             details.update(score_night(spark, cfg, ds))
+        with _stage(manifest, cfg, "similar_items") as details:
+            details.update(similar_night(spark, cfg, ds))
         manifest.outcome = {"model_version": production_version(registry), "candidate": candidate,
                             "gate_approved": decision.approved}
     finally:
         manifest.save(manifest_path(cfg, ds))
     return manifest
+
+
+def _scorer_label(result) -> str:
+    """A baseline's name, a model's version (``version:model_cosine`` for a compared similar rule)."""
+    if result.model_version == BASELINE_VERSION:
+        return result.name
+    return result.model_version if result.name == MODEL_NAME else f"{result.model_version}:{result.name}"
 
 
 def _summary(spark: SparkSession, cfg: Config, manifest: Manifest) -> str:
@@ -113,11 +125,13 @@ def _summary(spark: SparkSession, cfg: Config, manifest: Manifest) -> str:
     quality = stages["build_sequences"]
     lines.append(f"  data: {quality['users']} users, {quality['items']} items, "
                  f"{quality['training_examples']} training examples, {quality['rejected']} events rejected")
-    lines.append("  offline metrics (leave-last-out test, full ranking, seen masked):")
-    for name, values in stages["evaluate"]["metrics"].items():
-        if name.endswith("/leave_last_out/test"):
-            lines.append(f"    {name.split('/')[0]:<28} " + "  ".join(
-                f"{m} {v:.4f}" for m, v in values.items() if v is not None))
+    for protocol, title in (("leave_last_out", "leave-last-out test, full ranking, seen masked"),
+                            (ITEM_TO_ITEM, "item-to-item: the test target ranked by the last item's list")):
+        lines.append(f"  offline metrics ({title}):")
+        for name, values in stages["evaluate"]["metrics"].items():
+            if name.endswith(f"/{protocol}/test"):
+                lines.append(f"    {name.split('/')[0]:<28} " + "  ".join(
+                    f"{m} {v:.4f}" for m, v in values.items() if v is not None))
     gate = stages["gate"]
     lines.append(f"  gate: {'approved' if gate['approved'] else 'REFUSED'} vs {gate['reference']} "
                  f"({gate['reason']}); production = {gate['production']}")
@@ -128,6 +142,12 @@ def _summary(spark: SparkSession, cfg: Config, manifest: Manifest) -> str:
               .where(F.col(S.DS) == manifest.ds).orderBy(S.USER_ID).limit(3).collect())
     for row in sample:
         lines.append(f"    {row.user_id}: " + ", ".join(r.item_id for r in row.recs[:8]) + " ...")
+    similar = stages["similar_items"]
+    lines.append(f"  published {similar['rows']} items (rule {similar['rule']}) -> "
+                 f"{qualified(cfg.storage.database, SIMILAR_CONTRACT.table)} ds={manifest.ds}")
+    for row in (spark.table(qualified(cfg.storage.database, SIMILAR_CONTRACT.table))
+                .where(F.col(S.DS) == manifest.ds).orderBy(S.ITEM_ID).limit(2).collect()):
+        lines.append(f"    {row.item_id}: " + ", ".join(r.item_id for r in row.similar[:8]) + " ...")
     lines.append(f"  warehouse: {Path(cfg.spark.warehouse_dir or '.').resolve()}; report: {stages['evaluate']['report']}")
     lines.append(f"  manifest: {manifest_path(cfg, manifest.ds)}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     if target is None:
         raise UserError(f"no earlier production model to roll back to (current: {current})")
     set_production(root, target, reason=f"rollback from {current}")
-    print(f"production: {current} -> {target}; the next score run uses {target}")
+    print(f"production: {current} -> {target}; the next score and similar-items runs use {target}")
     return 0
 
 

@@ -314,6 +314,12 @@ class ALSBaseline:
                 np.stack(factors["features"].to_list()), dtype=torch.float64)
         self._item_factors[S.PADDING_IDX] = 0.0
         self._gram = self._item_factors.T @ self._item_factors
+        self._unit_factors = torch.nn.functional.normalize(self._item_factors, dim=1)
+
+    def item_cosine(self, items: torch.Tensor) -> torch.Tensor:
+        """[B, N] cosine between each of ``items`` [B] and every item's factors (0 for an item
+        without factors): the classical item-to-item list of a factorisation model."""
+        return (self._unit_factors[items] @ self._unit_factors.T).float()
 
     def user_vectors(self, inputs: torch.Tensor) -> torch.Tensor:
         """Least-squares user vectors [B, rank] for the histories in ``inputs`` (padding ignored)."""

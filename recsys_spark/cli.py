@@ -15,8 +15,10 @@ COMMANDS = {
     "evaluate": ("jobs.evaluate", "offline evaluation of baselines and a model for a night (--ds)"),
     "gate": ("jobs.gate", "promote a candidate model to production if it passes the metric gate"),
     "score": ("jobs.score", "score every user and publish the night's recommendations partition"),
+    "similar-items": ("jobs.similar_items", "publish the night's similar_items partition (every item's top-k)"),
     "rollback": ("jobs.rollback", "point production back at an earlier model version"),
     "recommend": ("jobs.recommend", "print a user's published recommendations"),
+    "similar": ("jobs.similar", "print an item's published similar items"),
 }
 
 USAGE = "usage: recsys COMMAND [options]   (recsys COMMAND --help for a command's options)\n\ncommands:\n"

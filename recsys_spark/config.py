@@ -225,6 +225,21 @@ class ScoreConfig:
 
 
 @dataclass
+class SimilarConfig:
+    """The similar_items stage: every item's k most likely next items (recsys_spark.similar)."""
+    k: int = 20
+    rule: str = "blend"
+    """next (the model's next-item scores after the one-item history), cosine (of the item
+    embeddings) or blend (log-softmax of next + blend_weight x cosine); chosen by the item_to_item
+    evaluation (README)."""
+    blend_weight: float = 1.0
+    compare_rules: list[str] = field(default_factory=list)
+    """Rules evaluated next to the shipped one (offline_metrics name model_<rule>), for choosing."""
+    batch_size: int = 256
+    partitions: int = 4
+
+
+@dataclass
 class PlatformConfig:
     """The single-host platform of ``scripts/platform.sh`` (PostgreSQL metastore, Spark standalone,
     Thrift Server). The master's and PostgreSQL's addresses come from ``spark.master`` and
@@ -265,6 +280,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    similar: SimilarConfig = field(default_factory=SimilarConfig)
     platform: PlatformConfig = field(default_factory=PlatformConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 

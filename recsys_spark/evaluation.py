@@ -17,6 +17,8 @@ Protocols (each builds *fit sequences*, what the scorers may learn from, and *qu
 * ``session``: for anonymous sessions (GRU4Rec protocol): every event after the first of a test
   session is a query given the session prefix, ranked among all items of the training sessions,
   nothing masked.
+* ``item_to_item`` (:mod:`recsys_spark.similar`): the leave-last-out test queries ranked with the
+  similar-items list of the query's last item only, run with the leave-last-out test.
 
 Queries whose target never occurs in the fit sequences cannot be ranked by anything that learned
 from them; they are skipped and counted (``n_skipped``), never silently scored as misses.
@@ -275,12 +277,15 @@ def evaluate(score_batch: Scorer, queries: Queries, popularity: np.ndarray, *, n
 
 
 def evaluate_baselines(data: B.FitData, queries: Queries, names: Sequence[str], ev, *, protocol: str,
-                       split: str, mask_seen: bool) -> list[EvalResult]:
-    """Fit each named baseline on ``data`` and evaluate it on ``queries`` (``ev``: EvaluateConfig)."""
+                       split: str, mask_seen: bool, fitted: Optional[dict] = None) -> list[EvalResult]:
+    """Fit each named baseline on ``data`` and evaluate it on ``queries`` (``ev``: EvaluateConfig);
+    ``fitted`` (if given) receives the fitted baselines by name, for more protocols on the same fit."""
     results = []
     for name in names:
         start = time.perf_counter()
         baseline = B.build_baseline(name, data, ev)
+        if fitted is not None:
+            fitted[name] = baseline
         fit_seconds = time.perf_counter() - start
         result = evaluate(baseline.score_batch, queries, data.popularity, name=name, protocol=protocol,
                           split=split, ks=ev.ks, mask_seen=mask_seen, batch_size=ev.batch_size)
@@ -399,18 +404,24 @@ def known_items_only(inputs: torch.Tensor, num_known: int) -> torch.Tensor:
     return torch.where(known, inputs, torch.zeros((), dtype=inputs.dtype)).gather(1, order)
 
 
-def model_scorer(storage_root: str | Path, model_version: str, num_items: int) -> Scorer:
-    """Score function of a registered model (``training.model.LSTMRecommender``): its scores
-    after each query's last item (``score_next``, as in training and Spark scoring). A model built on an older vocabulary ignores the items added
-    since in the input and scores them -inf (indices are append-only, so the others line up)."""
-    from training.model import load_model
+def model_artifact(storage_root: str | Path, model_version: str) -> Path:
+    """The artifact directory of a registered model version."""
     from training.registry import load_registry, models_root
 
     entry = load_registry(models_root(storage_root))["versions"].get(model_version)
     directory = Path(entry["artifact"]) if entry else models_root(storage_root) / model_version
     if not directory.exists():
         raise NotFoundError(f"model version {model_version!r}: no artifact at {directory}")
-    model = load_model(directory)
+    return directory
+
+
+def model_scorer(storage_root: str | Path, model_version: str, num_items: int) -> Scorer:
+    """Score function of a registered model (``training.model.LSTMRecommender``): its scores
+    after each query's last item (``score_next``, as in training and Spark scoring). A model built on an older vocabulary ignores the items added
+    since in the input and scores them -inf (indices are append-only, so the others line up)."""
+    from training.model import load_model
+
+    model = load_model(model_artifact(storage_root, model_version))
     known = model.num_items
     if known > num_items:
         raise ValueError(f"model {model_version} knows {known} item indices, the night's dataset only "
@@ -471,6 +482,7 @@ def run_evaluation(spark: SparkSession, cfg, ds: str, model_versions: Sequence[s
         if largest is None:
             raise MissingInputError(f"no user_sequences for ds={ds}: run build-sequences for this night first")
         num_items = largest + 1
+    injected = set(scorers or {})
     scorers = dict(scorers or {})
     for version in model_versions:
         if version not in scorers:
@@ -482,14 +494,21 @@ def run_evaluation(spark: SparkSession, cfg, ds: str, model_versions: Sequence[s
             queries = sample_queries(collect_queries(query_df, cfg.sequences.window_length),
                                      ev.max_queries, ev.seed)
             data = B.prepare_fit_data(fit, num_items)
+            fitted: dict = {}
             results += evaluate_baselines(data, queries, ev.baselines, ev, protocol=protocol,
-                                          split=split, mask_seen=ev.mask_seen)
+                                          split=split, mask_seen=ev.mask_seen, fitted=fitted)
             for version, scorer in scorers.items():
                 result = evaluate(scorer, queries, data.popularity, name=MODEL_NAME, protocol=protocol,
                                   split=split, ks=ev.ks, mask_seen=ev.mask_seen,
                                   batch_size=ev.batch_size)
                 result.model_version = version
                 results.append(result)
+            if (protocol, split) == (LEAVE_LAST_OUT, TEST):
+                # The similar-items lists, on the same queries and fitted baselines (no extra fit).
+                from recsys_spark.similar import evaluate_item_to_item
+                models = {v: model_artifact(cfg.storage.root, v) for v in model_versions
+                          if v not in injected}
+                results += evaluate_item_to_item(queries, data, fitted, models, cfg)
             data.sequences.unpersist()
     table = write_offline_metrics(spark, cfg.storage.database, metric_rows(results, ds), ds)
     versions = "+".join(scorers) or "baselines"

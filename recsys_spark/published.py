@@ -1,10 +1,12 @@
-"""Publish records: what the score stage published for a night, readable without Spark or the metastore.
+"""Publish records: what a serving stage (score, similar_items) published for a night, readable
+without Spark or the metastore.
 
-Right after the metastore points partition ``ds`` at a new run directory, the score stage writes
+Right after the metastore points partition ``ds`` at a new run directory, the stage writes
 ``<storage.root>/published/<table>/ds=<ds>.json`` (table, ds, location, rows, model_version,
 published_at) through a temporary file and a rename, so a reader sees the previous record or the new
-one, never half of one. ``recsys recommend`` reads the record and the Parquet files at its location
-with pyarrow: one user's list in about a second instead of a JVM and a metastore for one row.
+one, never half of one. ``recsys recommend`` and ``recsys similar`` read the record and the Parquet
+files at its location with pyarrow: one user's or item's list in about a second instead of a JVM and a
+metastore for one row.
 
 This module must not import pyspark (``tests/test_recommend.py`` checks it).
 """
@@ -20,7 +22,8 @@ from urllib.parse import urlparse
 from recsys_spark.errors import NotFoundError
 
 PUBLISHED_DIR = "published"
-RECOMMENDATIONS = "recommendations"  # the table's name in storage.database
+RECOMMENDATIONS = "recommendations"  # the tables' names in storage.database
+SIMILAR_ITEMS = "similar_items"
 
 
 class NotPublishedError(NotFoundError):
@@ -64,6 +67,11 @@ def read_record(storage_root: str | Path, table: str, ds: Optional[str] = None) 
 
 def read_user(record: dict[str, Any], user_id: str) -> Optional[dict[str, Any]]:
     """One user's published row (user_id, recs, source, model_version, generated_at) or None."""
+    return read_row(record, "user_id", user_id)
+
+
+def read_row(record: dict[str, Any], key: str, value: str) -> Optional[dict[str, Any]]:
+    """The published row whose ``key`` column equals ``value``, or None."""
     import pyarrow.dataset as pads
     import pyarrow.fs as pafs
 
@@ -75,5 +83,5 @@ def read_user(record: dict[str, Any], user_id: str) -> Optional[dict[str, Any]]:
         filesystem, path = pafs.FileSystem.from_uri(location)
     # Spark's _SUCCESS and .crc files are skipped (pyarrow ignores names starting with "_" or ".").
     dataset = pads.dataset(path, filesystem=filesystem, format="parquet")
-    rows = dataset.to_table(filter=pads.field("user_id") == user_id).to_pylist()
+    rows = dataset.to_table(filter=pads.field(key) == value).to_pylist()
     return rows[0] if rows else None

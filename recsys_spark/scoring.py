@@ -102,7 +102,7 @@ def _stack(column: pd.Series, width: int | None = None) -> np.ndarray:
     return out
 
 
-def _rec_lists(item_ids: np.ndarray, top: np.ndarray, scores: np.ndarray) -> list[list[dict]]:
+def rec_lists(item_ids: np.ndarray, top: np.ndarray, scores: np.ndarray) -> list[list[dict]]:
     return [[{RANK: r + 1, S.ITEM_ID: item_ids[i], SCORE: float(s)} for r, (i, s) in enumerate(zip(row, vals))]
             for row, vals in zip(top, scores)]
 
@@ -151,12 +151,12 @@ def _score_batch(frame: pd.DataFrame, model, n_model: int, ids: np.ndarray, pop:
         banned[:, len(ids):] = True  # items newer than this night's vocabulary (re-scoring an old night)
         scores = scores.masked_fill(banned, -math.inf)
         top = top_k_indices(scores, spec.k)
-        for pos, row_recs in zip(rows, _rec_lists(ids, top.numpy(), scores.gather(1, top).numpy())):
+        for pos, row_recs in zip(rows, rec_lists(ids, top.numpy(), scores.gather(1, top).numpy())):
             recs[pos] = row_recs
     for pos in np.flatnonzero(~use_model):
         excluded = set(seen[pos].tolist()) if spec.mask_seen else set()
         keep = [j for j, item in enumerate(pop) if item not in excluded][:spec.k]
-        recs[pos] = _rec_lists(ids, [pop[keep]], [pop_scores[keep]])[0]
+        recs[pos] = rec_lists(ids, [pop[keep]], [pop_scores[keep]])[0]
     return pd.DataFrame({S.USER_ID: frame[S.USER_ID].to_numpy(), RECS: recs,
                          SOURCE: np.where(use_model, SOURCE_MODEL, SOURCE_FALLBACK),
                          MODEL_VERSION: version})

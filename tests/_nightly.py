@@ -15,6 +15,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 NIGHTS = ("2026-11-25", "2026-11-26")
 K = 10
+SIMILAR_K = 5
 # Tiny and single-process. train.epochs=3, not 1: after one epoch the first night's candidate loses to
 # the most_popular bootstrap baseline, the gate refuses, and with no production model there is nothing
 # to score; 3 epochs cost ~1 s more. sequences.stride must not exceed the window length.
@@ -25,7 +26,7 @@ SETTINGS = [
     "synthetic.events_per_day=1500", "synthetic.n_users=200", "synthetic.n_items=150", "synthetic.days=4",
     "sequences.window_length=10", "sequences.stride=10", "sequences.num_negatives=5",
     "train.epochs=3", "train.num_proc=1", "train.backend=single",
-    "evaluate.baselines=[most_popular,transitions]", f"score.k={K}",
+    "evaluate.baselines=[most_popular,transitions]", f"score.k={K}", f"similar.k={SIMILAR_K}",
 ]
 
 

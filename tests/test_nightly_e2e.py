@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from _nightly import K, NIGHTS, assert_quiet_log
+from _nightly import K, NIGHTS, SIMILAR_K, assert_quiet_log
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STAGES = ["events", "build_sequences", "train", "evaluate", "gate", "score"]
+STAGES = ["events", "build_sequences", "train", "evaluate", "gate", "score", "similar_items"]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,30 @@ def test_each_night_publishes_one_row_per_user(runs):
             assert all(a[2] >= b[2] for a, b in zip(items, items[1:]))
         # the metastore partition points at the run directory the manifest recorded
         assert run.published["locations"][ds].rstrip("/") == score["location"].rstrip("/")
+
+
+def test_each_night_publishes_similar_items_for_every_item(runs):
+    """similar_items: one row per vocabulary item, k distinct other items, ranks 1..k, scores
+    non-increasing, from the model that scored the night; the partition is what the stage recorded,
+    and the night's item_to_item evaluation is in the manifest."""
+    run = runs["nightly"]
+    for ds in NIGHTS:
+        rows = [r for r in run.published["similar"] if r["ds"] == ds]
+        stage = run.stage(ds, "similar_items")["details"]
+        assert sorted(r["item_id"] for r in rows) == sorted(run.item_index(ds)["item_id"])
+        assert len(rows) == stage["rows"] and stage["rule"] == "blend"
+        assert {r["model_version"] for r in rows} == {stage["model_version"]} == {run.stage(ds, "score")["details"]["model_version"]}
+        for row in rows:
+            items = row["similar"]
+            assert [r[0] for r in items] == list(range(1, SIMILAR_K + 1))
+            assert len({r[1] for r in items}) == SIMILAR_K and row["item_id"] not in {r[1] for r in items}
+            assert all(a[2] >= b[2] for a, b in zip(items, items[1:]))
+        assert run.published["similar_locations"][ds].rstrip("/") == stage["location"].rstrip("/")
+        record = json.loads((run.var / "published" / "similar_items" / f"ds={ds}.json").read_text())
+        assert (record["location"], record["rows"]) == (stage["location"], stage["rows"])
+        metrics = run.stage(ds, "evaluate")["details"]["metrics"]
+        assert {"transitions/item_to_item/test", f"{run.stage(ds, 'train')['details']['model_version']}/item_to_item/test"} \
+            <= set(metrics)
 
 
 def test_a_healthy_night_logs_no_traceback_and_no_noise(runs):

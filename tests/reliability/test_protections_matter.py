@@ -62,11 +62,11 @@ MUTATIONS = {
     "2 kill: score overwrites the published partition in place": Mutation(
         "recsys_spark/publish.py",
         '    location = f"{table_location(spark, table)}/{VERSIONS_DIR}/ds={ds}/run={uuid.uuid4().hex[:12]}"\n'
-        '    (recommendations.drop(S.DS).repartition(partitions, S.USER_ID).sortWithinPartitions(S.USER_ID)\n'
+        '    (rows.drop(S.DS).repartition(partitions, contract.key).sortWithinPartitions(contract.key)\n'
         '     .write.mode("error").parquet(location))',
         '    location = (partition_location(spark, table, ds)\n'
         '                or f"{table_location(spark, table)}/{VERSIONS_DIR}/ds={ds}/run={uuid.uuid4().hex[:12]}")\n'
-        '    (recommendations.drop(S.DS).repartition(partitions, S.USER_ID).sortWithinPartitions(S.USER_ID)\n'
+        '    (rows.drop(S.DS).repartition(partitions, contract.key).sortWithinPartitions(contract.key)\n'
         '     .write.mode("overwrite").parquet(location))',
         "crash_and_lock.test_score_killed_while_writing_keeps_the_published_night",
         r"_files\(published\) == files_before|score never started writing"),

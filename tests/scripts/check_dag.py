@@ -33,7 +33,7 @@ from airflow.models import DagBag  # noqa: E402
 from airflow.utils.trigger_rule import TriggerRule  # noqa: E402
 
 DS = "2026-11-26"
-STAGES = ["build_sequences", "train", "evaluate", "gate", "score"]
+STAGES = ["build_sequences", "train", "evaluate", "gate", "score", "similar_items"]
 CHAIN = ["wait_for_events"] + STAGES
 
 
@@ -61,6 +61,7 @@ for task in dag.tasks:
 check({t.task_id for t in dag.tasks if t.depends_on_past} == {"build_sequences", "gate"},
       "depends_on_past on build_sequences and gate only")
 check(dag.get_task("score").trigger_rule == TriggerRule.NONE_FAILED, "score runs when gate is skipped")
+check(dag.get_task("similar_items").trigger_rule == TriggerRule.ALL_SUCCESS, "similar_items needs score")
 check(dag.get_task("gate").trigger_rule == TriggerRule.ALL_SUCCESS, "gate needs evaluate")
 sensor = dag.get_task("wait_for_events")
 check(sensor.mode == "reschedule" and sensor.timeout > 0, "sensor reschedules and times out")

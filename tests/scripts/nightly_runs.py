@@ -16,6 +16,8 @@ from recsys_spark import schemas as S
 from recsys_spark.config import load_config
 from recsys_spark.publish import partition_location, recommendations_table
 from recsys_spark.session import get_spark
+from recsys_spark.similar import SIMILAR_CONTRACT
+from recsys_spark.tables import qualified
 
 
 def dump(argv: list[str]) -> dict:
@@ -25,8 +27,14 @@ def dump(argv: list[str]) -> dict:
     table = recommendations_table(cfg.storage.database)
     rows = spark.table(table).orderBy(S.DS, S.USER_ID).collect()
     nights = sorted({r[S.DS] for r in rows})
+    similar_table = qualified(cfg.storage.database, SIMILAR_CONTRACT.table)
+    similar = spark.table(similar_table).orderBy(S.DS, S.ITEM_ID).collect()
     return {
         "locations": {ds: partition_location(spark, table, ds) for ds in nights},
+        "similar_locations": {ds: partition_location(spark, similar_table, ds) for ds in nights},
+        "similar": [{"ds": r[S.DS], "item_id": r[S.ITEM_ID], "model_version": r["model_version"],
+                     "similar": [[x["rank"], x["item_id"], float(x["score"])] for x in r["similar"]]}
+                    for r in similar],
         "rows": [{"ds": r[S.DS], "user_id": r[S.USER_ID], "source": r["source"],
                   "model_version": r["model_version"],
                   "recs": [[x["rank"], x["item_id"], float(x["score"])] for x in r["recs"]]} for r in rows],
