@@ -114,21 +114,30 @@ def score_users(inputs: DataFrame, payload: ModelPayload, item_ids: np.ndarray, 
 
     ``item_ids[idx]`` maps indices back to ids; ``popular`` holds item indices by popularity; seen
     (if ``mask_seen``), ``blocked`` and padding items are never recommended."""
-    sc = inputs.sparkSession.sparkContext
+    def batch(frame, model, ids, pop, pop_scores, block, version):
+        return _score_batch(frame, model, model.num_items, ids, pop, pop_scores, block, spec, version)
+
+    return score_in_batches(inputs, payload, (item_ids, popular, popular_scores, blocked), spec.batch_size,
+                            spec.threads, batch, SCORED_SCHEMA)
+
+
+def score_in_batches(rows: DataFrame, payload: ModelPayload, items: tuple, batch_size: int, threads: int,
+                     score_batch, schema) -> DataFrame:
+    """``rows`` scored by ``score_batch(frame, model, *items, version)`` in ``mapInPandas``: the model
+    and the item arrays broadcast once, the model loaded once per task, frames of ``batch_size`` rows."""
+    sc = rows.sparkSession.sparkContext
     model_b = sc.broadcast(payload)
-    items_b = sc.broadcast((item_ids, popular, popular_scores, blocked))
+    items_b = sc.broadcast(items)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        torch.set_num_threads(spec.threads)
+        torch.set_num_threads(threads)
         model = model_b.value.load()
-        ids, pop, pop_scores, block = items_b.value
-        n_model = model.num_items
         for frame in batches:
-            for start in range(0, len(frame), spec.batch_size):
-                yield _score_batch(frame.iloc[start:start + spec.batch_size], model, n_model, ids, pop,
-                                   pop_scores, block, spec, model_b.value.version)
+            for start in range(0, len(frame), batch_size):
+                yield score_batch(frame.iloc[start:start + batch_size], model, *items_b.value,
+                                  model_b.value.version)
 
-    return inputs.mapInPandas(score, schema=SCORED_SCHEMA)
+    return rows.mapInPandas(score, schema=schema)
 
 
 def _score_batch(frame: pd.DataFrame, model, n_model: int, ids: np.ndarray, pop: np.ndarray,

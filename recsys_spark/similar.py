@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,7 @@ from recsys_spark.evaluation import (BASELINE_VERSION, MODEL_NAME, TEST, EvalRes
 from recsys_spark.publish import Contract, check_lists, publish_night
 from recsys_spark.published import SIMILAR_ITEMS
 from recsys_spark.scoring import (GENERATED_AT, MODEL_VERSION, REC_STRUCT, ModelPayload, id_lookup,
-                                  popularity_list, rec_lists)
+                                  popularity_list, rec_lists, score_in_batches)
 from recsys_spark.sequences import day_end
 from recsys_spark.serve import resolve_model
 
@@ -108,20 +108,12 @@ def score_similar(items: DataFrame, payload: ModelPayload, item_ids: np.ndarray,
     ``spec.rule``, never itself, padding, a ``blocked`` index or an index outside ``item_ids``
     (``item_ids[idx]`` maps indices back to ids). Items the model does not know get ``popular``
     (indices by popularity, with ``popular_scores``) minus themselves."""
-    sc = items.sparkSession.sparkContext
-    model_b = sc.broadcast(payload)
-    items_b = sc.broadcast((item_ids, popular, popular_scores, blocked))
+    def batch(frame, model, ids, pop, pop_scores, block, version):
+        return _similar_batch(frame, model, ids, pop, pop_scores, block, spec, version)
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        torch.set_num_threads(spec.threads)
-        model = model_b.value.load()
-        ids, pop, pop_scores, block = items_b.value
-        for frame in batches:
-            for start in range(0, len(frame), spec.batch_size):
-                yield _similar_batch(frame.iloc[start:start + spec.batch_size], model, ids, pop, pop_scores,
-                                     block, spec, model_b.value.version)
-
-    return items.select(S.ITEM_ID, S.ITEM_IDX).mapInPandas(score, schema=SIMILAR_SCORED_SCHEMA)
+    return score_in_batches(items.select(S.ITEM_ID, S.ITEM_IDX), payload,
+                            (item_ids, popular, popular_scores, blocked), spec.batch_size, spec.threads,
+                            batch, SIMILAR_SCORED_SCHEMA)
 
 
 def _similar_batch(frame: pd.DataFrame, model, ids: np.ndarray, pop: np.ndarray, pop_scores: np.ndarray,
