@@ -14,6 +14,7 @@ from jobs import evaluate as job
 from recsys_spark import evaluation as E
 from recsys_spark import schemas as S
 from recsys_spark.build import USER_SEQUENCES
+from recsys_spark.similar import ITEM_TO_ITEM
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
 from training.model import LSTMRecommender, save_model
 from training.registry import models_root, register, set_production
@@ -50,8 +51,9 @@ def metrics_table(spark, cfg):
 
 def test_baselines_only_run_writes_rows_report_and_plots(spark, night):
     results, report = E.run_evaluation(spark, night, DS)
+    # item_to_item rides on the leave-last-out test queries and their fitted baselines
     assert {(r.protocol, r.split) for r in results} == {
-        (p, s) for p in (E.LEAVE_LAST_OUT, E.TEMPORAL) for s in (E.TEST, E.VALIDATION)}
+        (p, s) for p in (E.LEAVE_LAST_OUT, E.TEMPORAL) for s in (E.TEST, E.VALIDATION)} | {(ITEM_TO_ITEM, E.TEST)}
     transitions = next(r for r in results if r.name == "transitions" and r.protocol == E.LEAVE_LAST_OUT
                        and r.split == E.TEST)
     # the cycle is deterministic: the item after the last one is always next
@@ -63,7 +65,7 @@ def test_baselines_only_run_writes_rows_report_and_plots(spark, night):
     text = report.read_text()
     assert "## leave_last_out / test" in text and "## temporal / validation" in text and "| sknn |" in text
     plots = sorted(report.parent.glob(f"{report.stem}_*.png"))
-    assert len(plots) == 4 and all(p.stat().st_size > 2000 for p in plots)
+    assert len(plots) == 5 and all(p.stat().st_size > 2000 for p in plots)  # one per (protocol, split)
 
 
 def test_job_scores_a_registered_model_and_keeps_other_versions(spark, night):
