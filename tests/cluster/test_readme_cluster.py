@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import uuid
 
 from tests._readme import readme_blocks
 from tests.cluster.conftest import ROOT, SMALL_NIGHT
@@ -26,7 +27,9 @@ def test_the_readme_cluster_blocks_run_as_written(platform, tmp_path):
     commands = [c for block in blocks for c in block.commands]
     assert any("recsys nightly --conf standalone" in c for c in commands), commands
     assert commands[-1] == "make platform-down"
-    database = "readme_cluster"
+    # A database of this run: the metastore outlives the run, and a fixed name would find the tables
+    # an earlier run left, located under its (since removed) temporary directory.
+    database = f"readme_{uuid.uuid4().hex[:8]}"
     outputs = []
     try:
         for command in commands:
