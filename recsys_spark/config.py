@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 
@@ -115,9 +115,12 @@ class TrainConfig:
     num_layers: int = 1
     cell: str = "lstm"
     dropout: float = 0.1
-    last_item_transitions: bool = True
+    last_item_transitions: bool | Literal["auto"] = "auto"
     """Add the gated last-item transition term to the scores (training.model): the counts of what
-    followed the query's last item in training, which an embedding cannot memorise item by item."""
+    followed the query's last item in training, which an embedding cannot memorise item by item.
+    ``auto`` (training.model.resolve_transitions): on when the scored users' own histories are in
+    the counts (leave_last_out, temporal), off for ``validation_only`` nights, whose test queries
+    are sessions the counts never saw."""
     loss: str = "auto"
     """softmax, sampled_softmax, bpr_max, or auto: softmax up to full_softmax_max_items items,
     sampled_softmax beyond (training.losses.resolve_loss)."""
@@ -312,8 +315,21 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(value, inner[0], key)
+        expected = []
+        for option in inner:  # e.g. bool | Literal["auto"]: the first that takes the value
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                expected.append(str(error).split(": expected ", 1)[1].rsplit(", got ", 1)[0])
+        raise ConfigError(f"{key}: expected {' or '.join(expected)}, got {value!r}")
+    if origin is typing.Literal:
+        options = typing.get_args(hint)
+        if isinstance(value, bool) or value not in options:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(str, options))}, got {value!r}")
+        return value
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -31,6 +31,7 @@ def test_later_override_wins():
     ("nosection.key=1", "unknown config key 'nosection'"),
     ("sequences.window_length=abc", "sequences.window_length: expected an integer"),
     ("spark.hive=maybe", "spark.hive: expected true/false"),
+    ("train.last_item_transitions=sometimes", "train.last_item_transitions: expected true/false or one of auto"),
     ("sequences.event_types=view", "sequences.event_types: expected a list"),
     ("sequences=3", "sequences: expected a mapping"),
     ("novalue", "must look like section.key=value"),

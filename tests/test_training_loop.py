@@ -58,6 +58,7 @@ def test_learns_the_planted_transitions_and_publishes_artifact(cfg, root):
     assert len(metrics["history"]) == 4 and metrics["validation"] == result["validation"]
     model = load_model(artifact)  # model.pt is weights_only-loadable
     assert model.num_items == 41
+    assert metrics["last_item_transitions"] == model.uses_transitions  # the resolved setting
     entry = load_registry(root / "models")["versions"]["learn"]
     assert entry["ds"] == DS and entry["metrics"]["ndcg@10"] == result["validation"]["ndcg@10"]
     assert load_registry(root / "models")["production"] is None

@@ -10,7 +10,7 @@ from recsys_spark.errors import NotFoundError
 from training.checkpoint import ArchitectureMismatch, CheckpointStore, check_architecture
 from training.losses import (LossComputer, bpr_max_loss, full_softmax_loss, log_expected_counts, resolve_loss,
                              sampled_softmax_loss)
-from training.model import LSTMRecommender, load_model, save_model
+from training.model import LSTMRecommender, load_model, resolve_transitions, save_model
 from training.registry import load_registry, register, set_production
 from training.trainer import lr_factor
 
@@ -264,6 +264,14 @@ def test_transition_model_saves_loads_and_rejects_bad_pairs(tmp_path):
         _model(transition_pairs=1).set_transitions(torch.tensor([3, 4]), torch.tensor([4, 5]), torch.ones(2))
     with pytest.raises(ValueError, match="last item"):
         model.score_all(model.last_hidden(x))
+
+
+def test_auto_transitions_are_off_only_where_test_queries_come_from_new_sessions():
+    assert resolve_transitions("auto", "leave_last_out") and resolve_transitions("auto", "temporal")
+    assert not resolve_transitions("auto", "validation_only")
+    assert resolve_transitions(True, "validation_only") and not resolve_transitions(False, "leave_last_out")
+    with pytest.raises(ValueError, match="true, false or auto"):
+        resolve_transitions("sometimes", "leave_last_out")
 
 
 def test_auto_loss_is_the_full_softmax_up_to_the_threshold_and_sampled_beyond():

@@ -33,7 +33,7 @@ from training.data import (ShardBatches, read_eval_split, read_item_counts, read
                            steps_per_epoch)
 from training.losses import LossComputer, resolve_loss
 from training.metrics import ranking_metrics, seen_mask, target_ranks
-from training.model import LSTMRecommender, load_model, save_model, warm_start
+from training.model import LSTMRecommender, load_model, resolve_transitions, save_model, warm_start
 from training.registry import load_registry, models_root, register
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
     store = CheckpointStore(Path(cfg.storage.root) / "checkpoints" / version, tc.keep_checkpoints)
 
     seed_everything(tc.seed)
-    transitions = read_transitions(data_dir / TRANSITIONS) if tc.last_item_transitions else None
+    use_transitions = resolve_transitions(tc.last_item_transitions, meta.split)
+    transitions = read_transitions(data_dir / TRANSITIONS) if use_transitions else None
     model = LSTMRecommender(meta.num_items, tc.embedding_dim, tc.hidden_size, tc.num_layers,
                             tc.cell, tc.dropout,
                             transition_pairs=None if transitions is None else len(transitions[0]))
@@ -284,6 +285,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         "num_items": meta.num_items, "best_epoch": best_epoch + 1, "epochs_run": len(history),
         "stopped_early": stopped_early, "early_stopping_metric": EARLY_STOP_METRIC,
         "validation": best_metrics, "history": history, "loss": loss_kind,
+        "last_item_transitions": use_transitions,
         "world_size": comm.size, "backend": tc.backend, "config_hash": cfg.hash(),
     }
     if comm.rank == 0 and publish:
