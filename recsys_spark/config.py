@@ -118,7 +118,7 @@ class TrainConfig:
     last_item_transitions: bool | Literal["auto"] = "auto"
     """Add the gated last-item transition term to the scores (training.model): the counts of what
     followed the query's last item in training, which an embedding cannot memorise item by item.
-    ``auto`` (training.model.resolve_transitions): on when the scored users' own histories are in
+    ``auto`` (training.trainer.resolve_transitions): on when the scored users' own histories are in
     the counts (leave_last_out, temporal), off for ``validation_only`` nights, whose test queries
     are sessions the counts never saw."""
     loss: str = "auto"

@@ -10,9 +10,9 @@ from recsys_spark.errors import NotFoundError
 from training.checkpoint import ArchitectureMismatch, CheckpointStore, check_architecture
 from training.losses import (LossComputer, bpr_max_loss, full_softmax_loss, log_expected_counts, resolve_loss,
                              sampled_softmax_loss)
-from training.model import LSTMRecommender, load_model, resolve_transitions, save_model
+from training.model import LSTMRecommender, load_model, save_model
 from training.registry import load_registry, register, set_production
-from training.trainer import lr_factor
+from training.trainer import lr_factor, resolve_transitions
 
 
 def _model(cell="lstm", **kw):

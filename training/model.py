@@ -37,21 +37,6 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 TRANSITION_KEYS = "transition_keys"
 TRANSITION_COUNTS = "transition_counts"
 TRANSITION_FEATURES = ("followed", "log1p_count", "row_share")
-AUTO = "auto"
-SPLITS_WITHOUT_QUERY_HISTORY = ("validation_only",)
-
-
-def resolve_transitions(setting: bool | str, split: str) -> bool:
-    """``train.last_item_transitions``: True, False, or ``auto``. Auto turns the term off where the
-    night's test queries come from outside it (``validation_only``: new sessions, as in session-based
-    recommendation): there the learned gate, trained on users whose other pairs are in the counts,
-    trusts them more than a new session can (yoochoose, test HR@10 0.6004 without the term vs 0.5872
-    with it; leaving each session's own pairs out of its training counts gave 0.5814)."""
-    if setting == AUTO:
-        return split not in SPLITS_WITHOUT_QUERY_HISTORY
-    if isinstance(setting, bool):
-        return setting
-    raise ValueError(f"train.last_item_transitions must be true, false or {AUTO}, got {setting!r}")
 
 
 class LSTMRecommender(nn.Module):
