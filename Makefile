@@ -72,6 +72,7 @@ benchmark: install
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python -m benchmarks.bench_similar_items
+	$(BIN)/python -m benchmarks.bench_live
 	$(BIN)/python benchmarks/real_data.py
 	$(BIN)/python benchmarks/real_data_lstm.py
 

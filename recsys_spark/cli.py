@@ -19,6 +19,8 @@ COMMANDS = {
     "rollback": ("jobs.rollback", "point production back at an earlier model version"),
     "recommend": ("jobs.recommend", "print a user's published recommendations"),
     "similar": ("jobs.similar", "print an item's published similar items"),
+    "stream": ("jobs.stream", "live refresh: fold new event files into users' lists (--once: catch up, exit)"),
+    "emit-events": ("jobs.emit_events", "write new events (a user's clicks, or synthetic traffic) to the landing dir"),
 }
 
 USAGE = "usage: recsys COMMAND [options]   (recsys COMMAND --help for a command's options)\n\ncommands:\n"

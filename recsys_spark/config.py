@@ -263,6 +263,25 @@ class PlatformConfig:
 
 
 @dataclass
+class StreamConfig:
+    """``recsys stream``: the live refresh of users' lists from new events (recsys_spark.live)."""
+    landing_dir: Optional[str] = None
+    """Directory the new event files land in (default: <storage.root>/landing)."""
+    format: Literal["json", "parquet"] = "json"
+    """json: JSON lines, every field read as text (a bad value is quarantined, not nulled); parquet:
+    files with the events columns and types."""
+    trigger_seconds: float = 1.0
+    """How often the long-running query looks for new files."""
+    max_files_per_trigger: int = 1000
+    """Bounds one micro-batch when a backlog is caught up."""
+    compact_every: int = 100
+    """Every this many micro-batches, the newest row of every live user is rewritten into one
+    partition and the older ones are dropped, so reads and the metastore stay small."""
+    partitions: int = 2
+    """Spark partitions the refreshed users are scored in (the micro-batch is small)."""
+
+
+@dataclass
 class NightlyConfig:
     source: str = "synthetic"
     """'synthetic': nights missing from recsys.events are generated (synthetic.days of history on first
@@ -282,6 +301,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     similar: SimilarConfig = field(default_factory=SimilarConfig)
     platform: PlatformConfig = field(default_factory=PlatformConfig)

@@ -24,6 +24,8 @@ from recsys_spark.errors import NotFoundError
 PUBLISHED_DIR = "published"
 RECOMMENDATIONS = "recommendations"  # the tables' names in storage.database
 SIMILAR_ITEMS = "similar_items"
+RECOMMENDATIONS_LIVE = "recommendations_live"
+LIVE_RECORD = "live.json"
 
 
 class NotPublishedError(NotFoundError):
@@ -39,14 +41,10 @@ def record_dir(storage_root: str | Path, table: str) -> Path:
 def write_record(storage_root: str | Path, table: str, ds: str, location: str, rows: int,
                  model_version: str) -> Path:
     """Atomically replace the night's record (a re-run or a rollback re-score rewrites it)."""
-    directory = record_dir(storage_root, table)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"ds={ds}.json"
+    path = record_dir(storage_root, table) / f"ds={ds}.json"
     record = {"table": table, "ds": ds, "location": location, "rows": rows, "model_version": model_version,
               "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    tmp = directory / f".ds={ds}.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    _write_json(path, record)
     return path
 
 
@@ -85,3 +83,35 @@ def read_row(record: dict[str, Any], key: str, value: str) -> Optional[dict[str,
     dataset = pads.dataset(path, filesystem=filesystem, format="parquet")
     rows = dataset.to_table(filter=pads.field(key) == value).to_pylist()
     return rows[0] if rows else None
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+
+
+def live_record_path(storage_root: str | Path) -> Path:
+    return record_dir(storage_root, RECOMMENDATIONS_LIVE) / LIVE_RECORD
+
+
+def write_live_record(storage_root: str | Path, record: dict[str, Any]) -> None:
+    """The live refresh's record (base night, model, the committed micro-batch directories in order),
+    replaced atomically after each commit (recsys_spark.live)."""
+    _write_json(live_record_path(storage_root), record)
+
+
+def read_live_record(storage_root: str | Path) -> Optional[dict[str, Any]]:
+    path = live_record_path(storage_root)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_live_user(record: dict[str, Any], user_id: str) -> Optional[dict[str, Any]]:
+    """A user's newest live row (user_id, recs, source, model_version, item_idx, events_folded,
+    last_ts, updated_at) or None: the micro-batch directories are read newest first."""
+    for location in reversed(record["locations"]):
+        row = read_row({"location": location}, "user_id", user_id)
+        if row is not None:
+            return row
+    return None

@@ -84,12 +84,12 @@ class ScoringSpec:
     threads: int
 
 
-def scoring_inputs(sequences: DataFrame, window_length: int) -> DataFrame:
-    """(user_id, input = last L items left-padded with 0, seen = every item of the history)."""
+def scoring_inputs(sequences: DataFrame, window_length: int, carry: tuple[str, ...] = ()) -> DataFrame:
+    """(user_id, input = last L items left-padded with 0, seen = every item of the history, *carry)."""
     items = F.col(S.ITEM_IDX)
     tail = F.slice(items, F.greatest(F.size(items) - window_length + 1, F.lit(1)), window_length)
     return sequences.select(
-        S.USER_ID,
+        S.USER_ID, *carry,
         F.concat(F.array_repeat(F.lit(0), F.lit(window_length) - F.size(tail)), tail).cast("array<int>").alias(S.INPUT),
         F.array_distinct(items).cast("array<int>").alias(S.SEEN))
 
@@ -108,17 +108,24 @@ def rec_lists(item_ids: np.ndarray, top: np.ndarray, scores: np.ndarray) -> list
 
 
 def score_users(inputs: DataFrame, payload: ModelPayload, item_ids: np.ndarray, popular: np.ndarray,
-                popular_scores: np.ndarray, blocked: np.ndarray, spec: ScoringSpec) -> DataFrame:
+                popular_scores: np.ndarray, blocked: np.ndarray, spec: ScoringSpec,
+                carry: tuple[T.StructField, ...] = ()) -> DataFrame:
     """Top-k per user of ``inputs`` (user_id, input, seen): the model's list, or the popularity list
     (``source = 'fallback'``) when fewer than ``min_history`` of the user's items are known to the model.
 
     ``item_ids[idx]`` maps indices back to ids; ``popular`` holds item indices by popularity; seen
-    (if ``mask_seen``), ``blocked`` and padding items are never recommended."""
+    (if ``mask_seen``), ``blocked`` and padding items are never recommended. ``carry``: columns of
+    ``inputs`` passed through to the output unchanged (saves a join back)."""
+    names = [f.name for f in carry]
+
     def batch(frame, model, ids, pop, pop_scores, block, version):
-        return _score_batch(frame, model, model.num_items, ids, pop, pop_scores, block, spec, version)
+        scored = _score_batch(frame, model, model.num_items, ids, pop, pop_scores, block, spec, version)
+        for name in names:
+            scored[name] = frame[name].to_numpy()
+        return scored
 
     return score_in_batches(inputs, payload, (item_ids, popular, popular_scores, blocked), spec.batch_size,
-                            spec.threads, batch, SCORED_SCHEMA)
+                            spec.threads, batch, T.StructType(SCORED_SCHEMA.fields + list(carry)))
 
 
 def score_in_batches(rows: DataFrame, payload: ModelPayload, items: tuple, batch_size: int, threads: int,
