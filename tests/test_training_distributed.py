@@ -9,9 +9,9 @@ import pytest
 from _nightly import assert_quiet_log
 from _training_data import DS, build_dataset, train_config
 from recsys_spark.runtime import configure_logging
-from training.data import shard_row_counts
 from training.comm import WATCHDOG_EXIT_CODE
 from training.distributed import launch
+from training.petastorm_feed import shard_row_counts
 
 SIZES = (180, 30, 110, 80)  # no two files sum to 200: the 2 shards differ whatever the file order
 
@@ -58,14 +58,14 @@ def test_hung_rank_fails_within_the_timeout(spark, cfg, root):
 
         import horovod.torch as hvd
 
-        from training import data
+        from training import feed
         from training.distributed import train_worker
         hvd.init()
         if hvd.rank() == 1:
             def stuck_feed(self, epoch):
                 _time.sleep(300)  # alive, but its reader never delivers a batch
                 yield
-            data.ShardBatches.epoch = stuck_feed
+            feed.Feed.epoch = stuck_feed
         return train_worker(cfg_dict, DS)
 
     started = time.monotonic()
