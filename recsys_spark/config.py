@@ -116,7 +116,7 @@ class TrainConfig:
     cell: str = "lstm"
     dropout: float = 0.1
     last_item_transitions: bool | Literal["auto"] = "auto"
-    """Add the gated last-item transition term to the scores (training.model): the counts of what
+    """Add the gated last-item transition term to the scores (recsys_spark.model): the counts of what
     followed the query's last item in training, which an embedding cannot memorise item by item.
     ``auto`` (training.trainer.resolve_transitions): on when the scored users' own histories are in
     the counts (leave_last_out, temporal), off for ``validation_only`` nights, whose test queries

@@ -13,8 +13,8 @@ import torch
 
 from recsys_spark.datasets import (ITEM_COUNTS, TEST, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
                                    DatasetMetadata, dataset_dir)
+from recsys_spark.metrics import ranking_metrics, seen_mask, target_ranks
 from training.data import read_eval_split, read_item_counts
-from training.metrics import ranking_metrics, seen_mask, target_ranks
 
 DS = "2026-11-20"
 NUM_ITEMS = 41  # item_idx 1..40, 0 = padding

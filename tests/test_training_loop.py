@@ -9,9 +9,9 @@ import torch
 
 from _training_data import DS, build_dataset, most_popular_ndcg, train_config
 from jobs.train import main as train_main
+from recsys_spark.model import load_model
+from recsys_spark.registry import load_registry
 from training.checkpoint import ArchitectureMismatch, CheckpointStore
-from training.model import load_model
-from training.registry import load_registry
 from training.trainer import LogProgress, train
 
 

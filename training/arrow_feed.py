@@ -42,6 +42,8 @@ def list_matrix(column: pa.ChunkedArray, name: str) -> np.ndarray:
 
 
 class ArrowFeed(Feed):
+    """This rank's row groups, each read whole per epoch, as fragments found once at construction."""
+
     def __init__(self, path: str | Path, batch_size: int, rank: int, world_size: int, seed: int,
                  shuffle_buffer: int):
         self.row_groups = row_group_fragments(path)

@@ -26,15 +26,15 @@ import torch
 from recsys_spark.config import Config
 from recsys_spark.datasets import (ITEM_COUNTS, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
                                    DatasetMetadata, dataset_dir)
+from recsys_spark.metrics import ranking_metrics, seen_mask, target_ranks
+from recsys_spark.model import LSTMRecommender, load_model, save_model, warm_start
+from recsys_spark.registry import load_registry, models_root, register
 from recsys_spark.schemas import INPUT, SEEN, TARGET
 from recsys_spark.sequences import VALIDATION_ONLY
 from training.checkpoint import CheckpointStore, check_architecture
 from training.comm import Comm
 from training.data import make_feed, read_eval_split, read_item_counts, read_transitions
 from training.losses import AUTO, LossComputer, resolve_loss
-from training.metrics import ranking_metrics, seen_mask, target_ranks
-from training.model import LSTMRecommender, load_model, save_model, warm_start
-from training.registry import load_registry, models_root, register
 
 log = logging.getLogger(__name__)
 
