@@ -31,12 +31,12 @@ from recsys_spark.config import load_config
 from recsys_spark.datasets import DatasetMetadata, dataset_dir
 from recsys_spark.emit import emit_traffic
 from recsys_spark.live import landing_dir, start_stream, stream_dir
+from recsys_spark.model import LSTMRecommender, save_model
 from recsys_spark.published import RECOMMENDATIONS, write_record
+from recsys_spark.registry import models_root, register, set_production
 from recsys_spark.session import get_spark
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
 from recsys_spark.user_state import USER_STATE_SCHEMA, user_state_table
-from training.model import LSTMRecommender, save_model
-from training.registry import models_root, register, set_production
 
 ROOT = Path(__file__).resolve().parent.parent
 NIGHT = "2026-11-26"

@@ -20,9 +20,9 @@ from pyspark.sql import SparkSession
 
 from recsys_spark import schemas as S
 from recsys_spark.config import load_config
+from recsys_spark.model import LSTMRecommender, save_model
 from recsys_spark.session import get_spark
 from recsys_spark.scoring import ModelPayload, ScoringSpec, id_lookup, popularity_list, score_users, scoring_inputs
-from training.model import LSTMRecommender, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 K = 100

@@ -29,10 +29,10 @@ from benchmarks.bench_scoring import interactions, timed_noop
 from recsys_spark import schemas as S
 from recsys_spark.baselines import top_k_indices
 from recsys_spark.config import load_config
+from recsys_spark.model import LSTMRecommender, save_model
 from recsys_spark.scoring import ModelPayload, id_lookup, popularity_list, rec_lists
 from recsys_spark.session import get_spark
 from recsys_spark.similar import SIMILAR, SIMILAR_SCORED_SCHEMA, SimilarSpec, score_similar
-from training.model import LSTMRecommender, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -6,9 +6,9 @@ import sys
 
 from recsys_spark.evaluation import run_evaluation
 from recsys_spark.lock import run_exclusive
+from recsys_spark.registry import models_root, production_version, require_version
 from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
-from training.registry import models_root, production_version, require_version
 
 
 @job_main

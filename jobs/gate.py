@@ -4,9 +4,9 @@ from __future__ import annotations
 import sys
 
 from recsys_spark.gate import evaluate_gate
+from recsys_spark.registry import models_root, production_version, require_version, set_production
 from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
-from training.registry import models_root, production_version, require_version, set_production
 
 REFUSED = 4
 

@@ -21,6 +21,7 @@ from recsys_spark.gate import evaluate_gate
 from recsys_spark.lock import EXIT_LOCKED, RunLocked, exclusive_run
 from recsys_spark.manifest import Manifest
 from recsys_spark.publish import recommendations_table
+from recsys_spark.registry import models_root, production_version, set_production
 from recsys_spark.runtime import init_job, job_main, job_parser, parse_ds
 from recsys_spark.sequences import DataQualityError
 from recsys_spark.serve import NoModelError, score_night
@@ -29,7 +30,6 @@ from recsys_spark.similar import ITEM_TO_ITEM, SIMILAR_CONTRACT, similar_night
 from recsys_spark.synthetic import generate_events
 from recsys_spark.tables import qualified
 from training.distributed import launch
-from training.registry import models_root, production_version, set_production
 
 log = logging.getLogger("recsys.nightly")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 
 from recsys_spark.errors import UserError
+from recsys_spark.registry import models_root, previous_production, production_version, set_production
 from recsys_spark.runtime import init_job, job_main, job_parser
-from training.registry import models_root, previous_production, production_version, set_production
 
 
 @job_main

@@ -116,7 +116,7 @@ class TrainConfig:
     cell: str = "lstm"
     dropout: float = 0.1
     last_item_transitions: bool | Literal["auto"] = "auto"
-    """Add the gated last-item transition term to the scores (training.model): the counts of what
+    """Add the gated last-item transition term to the scores (recsys_spark.model): the counts of what
     followed the query's last item in training, which an embedding cannot memorise item by item.
     ``auto`` (training.trainer.resolve_transitions): on when the scored users' own histories are in
     the counts (leave_last_out, temporal), off for ``validation_only`` nights, whose test queries
@@ -135,8 +135,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 3
     seed: int = 42
-    backend: str = "horovod"
-    launcher: str = "spark"
+    backend: Literal["horovod", "ddp", "single"] = "horovod"
+    """horovod (Horovod over Gloo), ddp (torch DistributedDataParallel over Gloo, started by
+    TorchDistributor) or single (one process); training.comm holds what differs between them."""
+    launcher: Literal["spark", "horovodrun"] = "spark"
+    """How Horovod ranks start: as Spark tasks (horovod.spark.run) or by horovodrun on this host."""
     num_proc: int = 2
     threads_per_proc: int = 1
     shuffle_buffer: int = 2000
@@ -148,6 +151,9 @@ class TrainConfig:
     logq_correction: bool = True
     bpr_reg: float = 1.0
     """BPR-max score regularisation weight (lambda of the GRU4Rec top-k gains paper)."""
+    feed: Literal["petastorm", "arrow"] = "petastorm"
+    """Reader of training_examples (training.data.make_feed): petastorm, or arrow (pyarrow.dataset,
+    for stacks past pyarrow 14, where Petastorm no longer runs). Same shards, same step count."""
     reader_workers: int = 1
     """Petastorm reader threads; more than 1 is faster but makes the row order nondeterministic."""
     keep_checkpoints: int = 2

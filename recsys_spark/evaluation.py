@@ -4,7 +4,7 @@ A *scorer* is any callable ``score_batch(input LongTensor[B, L], seen LongTensor
 FloatTensor[B, N]``: ``input`` is the query history left-padded with 0, ``seen`` the items the
 evaluator will mask (0-padded); it returns one score per item index ``0..N-1``. The evaluator, not the
 scorer, masks padding, items unknown at fit time and (if configured) seen items, ranks the target with
-the shared conservative rule of :mod:`training.metrics`, and measures coverage and popularity bias of
+the shared conservative rule of :mod:`recsys_spark.metrics`, and measures coverage and popularity bias of
 the top-k lists. Every scorer in a report therefore went through the same queries and the same code.
 
 Protocols (each builds *fit sequences*, what the scorers may learn from, and *queries*):
@@ -46,9 +46,9 @@ from recsys_spark import schemas as S
 from recsys_spark.build import USER_SEQUENCES
 from recsys_spark.datasets import METADATA, DatasetMetadata, dataset_dir
 from recsys_spark.errors import MissingInputError, NotFoundError
+from recsys_spark.metrics import ranking_metrics, target_ranks
 from recsys_spark.sequences import VALIDATION_ONLY, day_end
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
-from training.metrics import ranking_metrics, target_ranks
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ def known_items_only(inputs: torch.Tensor, num_known: int) -> torch.Tensor:
 
 def model_artifact(storage_root: str | Path, model_version: str) -> Path:
     """The artifact directory of a registered model version."""
-    from training.registry import load_registry, models_root
+    from recsys_spark.registry import load_registry, models_root
 
     entry = load_registry(models_root(storage_root))["versions"].get(model_version)
     directory = Path(entry["artifact"]) if entry else models_root(storage_root) / model_version
@@ -416,10 +416,10 @@ def model_artifact(storage_root: str | Path, model_version: str) -> Path:
 
 
 def model_scorer(storage_root: str | Path, model_version: str, num_items: int) -> Scorer:
-    """Score function of a registered model (``training.model.LSTMRecommender``): its scores
+    """Score function of a registered model (``recsys_spark.model.LSTMRecommender``): its scores
     after each query's last item (``score_next``, as in training and Spark scoring). A model built on an older vocabulary ignores the items added
     since in the input and scores them -inf (indices are append-only, so the others line up)."""
-    from training.model import load_model
+    from recsys_spark.model import load_model
 
     model = load_model(model_artifact(storage_root, model_version))
     known = model.num_items

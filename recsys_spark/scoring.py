@@ -60,14 +60,14 @@ class ModelPayload:
 
     @classmethod
     def from_artifact(cls, version: str, directory: str | Path) -> "ModelPayload":
-        from training.model import ARCHITECTURE_FILE, WEIGHTS_FILE
+        from recsys_spark.model import ARCHITECTURE_FILE, WEIGHTS_FILE
         directory = Path(directory)
         return cls(version, json.loads((directory / ARCHITECTURE_FILE).read_text()),
                    (directory / WEIGHTS_FILE).read_bytes())
 
     def load(self) -> torch.nn.Module:
         if self.version not in _WORKER_MODELS:
-            from training.model import LSTMRecommender
+            from recsys_spark.model import LSTMRecommender
             model = LSTMRecommender(**self.architecture)
             model.load_state_dict(torch.load(io.BytesIO(self.weights), map_location="cpu", weights_only=True))
             _WORKER_MODELS.clear()  # keep one version per worker: a new night's model replaces the old

@@ -31,7 +31,7 @@ class NoModelError(DataError):
 
 
 def resolve_model(cfg: Config, model_version: Optional[str]) -> tuple[str, Path]:
-    from training.registry import load_registry, models_root
+    from recsys_spark.registry import load_registry, models_root
     registry = load_registry(models_root(cfg.storage.root))
     version = model_version or registry["production"]
     if version is None:

@@ -216,7 +216,7 @@ def evaluate_item_to_item(queries: Queries, data: B.FitData, fitted: dict, model
     (version -> artifact) under the shipped rule (name ``model``) and ``similar.compare_rules``
     (``model_<rule>``), and the fitted ``transitions`` and ``als`` baselines of ``fitted`` where
     present (ALS as item-factor cosine), on the same fit data."""
-    from training.model import load_model
+    from recsys_spark.model import load_model
 
     ev, sim = cfg.evaluate, cfg.similar
     check_rule(sim.rule)

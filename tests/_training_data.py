@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from recsys_spark.datasets import (ITEM_COUNTS, TEST, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
                                    DatasetMetadata, dataset_dir)
+from recsys_spark.metrics import ranking_metrics, seen_mask, target_ranks
+from training.data import read_eval_split, read_item_counts
 
 DS = "2026-11-20"
 NUM_ITEMS = 41  # item_idx 1..40, 0 = padding
@@ -113,3 +116,13 @@ def train_config(cfg, root: Path, **train):
     for key, value in settings.items():
         setattr(out.train, key, value)
     return out
+
+
+def most_popular_ndcg(root: Path, ds: str = DS) -> float:
+    """Validation NDCG@10 of ranking by training popularity: the bar a trained model must clear."""
+    data = dataset_dir(root, ds)
+    split = read_eval_split(data / VALIDATION)
+    counts = torch.tensor(read_item_counts(data / ITEM_COUNTS, NUM_ITEMS), dtype=torch.float32)
+    scores = counts.expand(len(split["target"]), -1)
+    ranks = target_ranks(scores, split["target"], seen_mask(split["seen"], NUM_ITEMS))
+    return ranking_metrics(ranks.numpy(), ks=(10,))["ndcg@10"]

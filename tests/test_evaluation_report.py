@@ -14,10 +14,10 @@ from jobs import evaluate as job
 from recsys_spark import evaluation as E
 from recsys_spark import schemas as S
 from recsys_spark.build import USER_SEQUENCES
+from recsys_spark.model import LSTMRecommender, save_model
+from recsys_spark.registry import models_root, register, set_production
 from recsys_spark.similar import ITEM_TO_ITEM
 from recsys_spark.tables import ensure_table, overwrite_partitions, qualified
-from training.model import LSTMRecommender, save_model
-from training.registry import models_root, register, set_production
 
 DS = "2026-11-26"
 NUM_ITEMS = 9

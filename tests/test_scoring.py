@@ -10,12 +10,12 @@ from pyspark.sql import functions as F
 
 from recsys_spark import schemas as S
 from recsys_spark.gate import decide, evaluate_gate
+from recsys_spark.model import LSTMRecommender, save_model
 from recsys_spark.publish import (PublishError, partition_location, recommendations_table, stage,
                                   stage_and_publish)
 from recsys_spark.published import read_record, read_user
 from recsys_spark.scoring import (GENERATED_AT, SCORED_SCHEMA, ModelPayload, ScoringSpec, id_lookup,
                                   popularity_list, score_users, scoring_inputs)
-from training.model import LSTMRecommender, save_model
 
 DB = "score_test"
 N_MODEL_ITEMS = 7  # the model knows indices 1..6; index 7 is newer than the model

@@ -18,15 +18,15 @@ from recsys_spark.config import ConfigError, SimilarConfig, StorageConfig
 from recsys_spark.errors import DataError
 from recsys_spark.evaluation import (BASELINE_VERSION, Queries, metric_rows, read_offline_metrics,
                                      write_offline_metrics)
+from recsys_spark.model import LSTMRecommender, save_model
 from recsys_spark.publish import PublishError, partition_location, publish_night
 from recsys_spark.published import SIMILAR_ITEMS, read_record
+from recsys_spark.registry import models_root, register, set_production
 from recsys_spark.scoring import GENERATED_AT, ModelPayload, id_lookup, popularity_list
 from recsys_spark.similar import (BLEND, COSINE, ITEM_TO_ITEM, NEXT, SIMILAR, SIMILAR_CONTRACT,
                                   SIMILAR_SCORED_SCHEMA, SimilarSpec, check_similar, evaluate_item_to_item,
                                   one_item_queries, score_similar, similar_night, similar_scores)
 from recsys_spark.tables import ensure_table, overwrite_partitions
-from training.model import LSTMRecommender, save_model
-from training.registry import models_root, register, set_production
 
 DB = "similar_test"
 NIGHT = "2026-11-20"

@@ -1,4 +1,5 @@
-"""The Petastorm feed over Spark-written Parquet: tensors, shard sizes, equal steps per rank."""
+"""The Petastorm feed over Spark-written Parquet: tensors, shard sizes, equal steps per rank (the
+Arrow feed and the two side by side: tests/test_training_feeds.py)."""
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -7,7 +8,8 @@ from petastorm import make_batch_reader
 
 from _training_data import NUM_NEG, WINDOW, build_dataset
 from recsys_spark.datasets import TRAINING_EXAMPLES, VALIDATION
-from training.data import ShardBatches, dataset_url, read_eval_split, shard_row_counts, steps_per_epoch
+from training.data import read_eval_split
+from training.petastorm_feed import PetastormFeed, dataset_url, shard_row_counts
 
 SIZES = (150, 40, 110, 100)
 
@@ -23,9 +25,10 @@ def _rows(batch):
 
 def test_petastorm_reads_spark_parquet_into_tensors(uneven):
     path = uneven / TRAINING_EXAMPLES
-    steps = steps_per_epoch(path, 32, 1)
+    feed = PetastormFeed(path, 32, 0, 1, seed=1, shuffle_buffer=64)
+    steps = feed.steps
     assert steps == sum(SIZES) // 32
-    batches = list(ShardBatches(path, 32, steps, 0, 1, seed=1, shuffle_buffer=64).epoch(0))
+    batches = list(feed.epoch(0))
     assert len(batches) == steps
     for b in batches:
         assert b["input"].dtype == torch.int64 and b["input"].shape == (32, WINDOW)
@@ -46,13 +49,13 @@ def test_shard_row_counts_replay_petastorm_sharding(uneven):
             actual.append(sum(len(b.input) for b in reader))
     assert counts == actual and sum(counts) == sum(SIZES)
     assert counts[0] != counts[1]  # the shards really are uneven
-    assert steps_per_epoch(path, 32, 2) == min(counts) // 32
+    assert PetastormFeed(path, 32, 0, 2, seed=3, shuffle_buffer=64).steps == min(counts) // 32
 
 
 def test_every_rank_yields_the_same_number_of_batches_deterministically(uneven):
     path = uneven / TRAINING_EXAMPLES
-    steps = steps_per_epoch(path, 32, 2)
-    feeds = [ShardBatches(path, 32, steps, rank, 2, seed=5, shuffle_buffer=64) for rank in range(2)]
+    feeds = [PetastormFeed(path, 32, rank, 2, seed=5, shuffle_buffer=64) for rank in range(2)]
+    steps = feeds[0].steps
     epoch0 = [list(f.epoch(0)) for f in feeds]
     assert [len(e) for e in epoch0] == [steps, steps]
     again = list(feeds[0].epoch(0))
@@ -70,7 +73,7 @@ def test_too_few_rows_or_row_groups_fail_clearly(uneven):
     with pytest.raises(ValueError, match="fewer than 5 shards"):
         shard_row_counts(path, 5)
     with pytest.raises(ValueError, match="lower train.batch_size"):
-        steps_per_epoch(path, 1000, 2)
+        PetastormFeed(path, 1000, 0, 2, seed=0, shuffle_buffer=64)
 
 
 def test_eval_split_is_partitioned_across_ranks(uneven):

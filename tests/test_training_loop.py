@@ -7,14 +7,11 @@ import shutil
 import pytest
 import torch
 
-from _training_data import DS, build_dataset, train_config
+from _training_data import DS, build_dataset, most_popular_ndcg, train_config
 from jobs.train import main as train_main
-from recsys_spark.datasets import ITEM_COUNTS, VALIDATION, dataset_dir
+from recsys_spark.model import load_model
+from recsys_spark.registry import load_registry
 from training.checkpoint import ArchitectureMismatch, CheckpointStore
-from training.data import read_eval_split, read_item_counts
-from training.metrics import ranking_metrics, seen_mask, target_ranks
-from training.model import load_model
-from training.registry import load_registry
 from training.trainer import LogProgress, train
 
 
@@ -32,22 +29,13 @@ def shuffled_root(spark, tmp_path_factory):
     return root
 
 
-def _most_popular_ndcg(root) -> float:
-    data = dataset_dir(root, DS)
-    split = read_eval_split(data / VALIDATION)
-    counts = torch.tensor(read_item_counts(data / ITEM_COUNTS, 41), dtype=torch.float32)
-    scores = counts.expand(len(split["target"]), -1)
-    ranks = target_ranks(scores, split["target"], seen_mask(split["seen"], 41))
-    return ranking_metrics(ranks.numpy(), ks=(10,))["ndcg@10"]
-
-
 def _checkpoint_params(root, version, epoch):
     return CheckpointStore(root / "checkpoints" / version).load(epoch)["model"]
 
 
 def test_learns_the_planted_transitions_and_publishes_artifact(cfg, root):
     result = train(train_config(cfg, root, epochs=4, lr=0.02), DS, model_version="learn")
-    popular = _most_popular_ndcg(root)
+    popular = most_popular_ndcg(root)
     assert result["validation"]["ndcg@10"] > popular + 0.15, (result["validation"], popular)
 
     artifact = root / "models" / "learn"
@@ -66,7 +54,7 @@ def test_learns_the_planted_transitions_and_publishes_artifact(cfg, root):
 
 def test_twin_shuffled_targets_do_not_beat_most_popular_clearly(cfg, shuffled_root):
     result = train(train_config(cfg, shuffled_root, epochs=4, lr=0.02), DS, model_version="noise")
-    assert result["validation"]["ndcg@10"] < _most_popular_ndcg(shuffled_root) + 0.1
+    assert result["validation"]["ndcg@10"] < most_popular_ndcg(shuffled_root) + 0.1
 
 
 def test_resume_matches_a_straight_run_and_survives_a_corrupt_checkpoint(cfg, root):

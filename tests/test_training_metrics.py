@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.metrics import ranking_metrics, seen_mask, target_ranks
+from recsys_spark.metrics import ranking_metrics, seen_mask, target_ranks
 
 
 def test_rank_counts_ties_against_target_and_ignores_padding():

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from recsys_spark.errors import NotFoundError
+from recsys_spark.model import LSTMRecommender, load_model, save_model
+from recsys_spark.registry import load_registry, register, set_production
 from training.checkpoint import ArchitectureMismatch, CheckpointStore, check_architecture
 from training.losses import (LossComputer, bpr_max_loss, full_softmax_loss, log_expected_counts, resolve_loss,
                              sampled_softmax_loss)
-from training.model import LSTMRecommender, load_model, save_model
-from training.registry import load_registry, register, set_production
 from training.trainer import lr_factor, resolve_transitions
 
 

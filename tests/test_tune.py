@@ -13,8 +13,8 @@ from jobs.train import main as train_main
 from jobs.tune import main as tune_main
 from recsys_spark.config import TUNABLE, ConfigError, load_config
 from recsys_spark.datasets import TEST, dataset_dir
+from recsys_spark.registry import load_registry
 from training.data import read_eval_split
-from training.registry import load_registry
 from training.tune import OVERLAY_FILE, PLOT_FILE, SPACE, TRIALS_FILE, epoch_reporter, trial_config, tuning_dir
 
 TUNED = ["lr", "dropout", "hidden_size"]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from training.model import LSTMRecommender, warm_start
+from recsys_spark.model import LSTMRecommender, warm_start
 
 
 def test_warm_start_copies_old_rows_and_keeps_new_ones():

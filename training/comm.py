@@ -91,6 +91,9 @@ class Comm:
     def barrier(self) -> None:
         """Wait for every rank."""
 
+    def close(self) -> None:
+        """Release what the backend set up for this process (its process group)."""
+
 
 class HorovodComm(Comm):
     """Horovod (Gloo): DistributedOptimizer averages gradients; rank 0's state is broadcast."""

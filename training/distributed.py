@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from recsys_spark.config import Config
-from training.comm import DDPComm, make_comm
+from training.comm import make_comm
 from training.trainer import config_from_dict, train
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,7 @@ def train_worker(cfg_dict: dict[str, Any], ds: str, resume: bool = False,
     try:
         return train(cfg, ds, comm, resume=resume, model_version=model_version)
     finally:
-        if isinstance(comm, DDPComm):
-            comm.close()
+        comm.close()
 
 
 def launch(cfg: Config, ds: str, spark=None, resume: bool = False,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.model import PADDING_IDX, LSTMRecommender
+from recsys_spark.model import PADDING_IDX, LSTMRecommender
 
 LOSSES = ("softmax", "sampled_softmax", "bpr_max")
 AUTO = "auto"
@@ -131,7 +131,7 @@ class LossComputer:
     def __call__(self, model: LSTMRecommender, h: torch.Tensor, target: torch.Tensor,
                  negatives: torch.Tensor, inputs: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``inputs`` [B, L] (each position's item) is needed by a model with transitions: every
-        position is scored with its own pair left out of the counts (see training.model)."""
+        position is scored with its own pair left out of the counts (see recsys_spark.model)."""
         target = target.long()
         valid = target != PADDING_IDX
         if model.uses_transitions and inputs is None:

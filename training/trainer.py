@@ -26,16 +26,15 @@ import torch
 from recsys_spark.config import Config
 from recsys_spark.datasets import (ITEM_COUNTS, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
                                    DatasetMetadata, dataset_dir)
+from recsys_spark.metrics import ranking_metrics, seen_mask, target_ranks
+from recsys_spark.model import LSTMRecommender, load_model, save_model, warm_start
+from recsys_spark.registry import load_registry, models_root, register
 from recsys_spark.schemas import INPUT, SEEN, TARGET
 from recsys_spark.sequences import VALIDATION_ONLY
 from training.checkpoint import CheckpointStore, check_architecture
 from training.comm import Comm
-from training.data import (ShardBatches, read_eval_split, read_item_counts, read_transitions,
-                           steps_per_epoch)
+from training.data import make_feed, read_eval_split, read_item_counts, read_transitions
 from training.losses import AUTO, LossComputer, resolve_loss
-from training.metrics import ranking_metrics, seen_mask, target_ranks
-from training.model import LSTMRecommender, load_model, save_model, warm_start
-from training.registry import load_registry, models_root, register
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +181,8 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
                             transition_pairs=None if transitions is None else len(transitions[0]))
     if transitions is not None:
         model.set_transitions(*transitions)
-    steps = steps_per_epoch(data_dir / TRAINING_EXAMPLES, tc.batch_size, comm.size)
+    feed = make_feed(tc, data_dir / TRAINING_EXAMPLES, comm.rank, comm.size)
+    steps = feed.steps
     total_steps = steps * tc.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     train_model, optimizer = comm.wrap(model, optimizer)
@@ -227,8 +227,6 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
     loss_fn = LossComputer(loss_kind, item_counts, meta.negative_alpha, meta.num_negatives,
                            tc.batch_size, tc.in_batch_negatives, tc.logq_correction, tc.bpr_reg,
                            tc.shared_negatives)
-    batches = ShardBatches(data_dir / TRAINING_EXAMPLES, tc.batch_size, steps, comm.rank, comm.size,
-                           tc.seed, tc.shuffle_buffer, tc.reader_workers)
     validation = read_eval_split(data_dir / VALIDATION, comm.rank, comm.size)
     stopped_early = False
 
@@ -240,12 +238,12 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         train_model.train()
         loss_sum, positions, started = 0.0, 0, time.perf_counter()
         progress = _progress(comm.rank == 0, steps, f"epoch {epoch + 1}/{tc.epochs}")
-        feed = batches.epoch(epoch)
+        batches = feed.epoch(epoch)
         for step in range(1, steps + 1):
             # Reading the batch is inside the guard too: a rank stuck in its reader fails like one
             # stuck in allreduce.
             with comm.guard(f"training step {step} of epoch {epoch + 1}"):
-                batch = next(feed)
+                batch = next(batches)
                 optimizer.zero_grad()
                 loss = loss_fn(model, train_model(batch[INPUT]), batch[TARGET], batch["negatives"],
                                batch[INPUT])
@@ -256,7 +254,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
             positions += int(batch[TARGET].count_nonzero())
             if progress is not None:
                 progress.step(loss_sum / step, positions * comm.size / (time.perf_counter() - started))
-        feed.close()
+        batches.close()
         if progress is not None:
             progress.close()
         train_seconds = time.perf_counter() - started
@@ -301,7 +299,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         "stopped_early": stopped_early, "early_stopping_metric": EARLY_STOP_METRIC,
         "validation": best_metrics, "history": history, "loss": loss_kind,
         "last_item_transitions": use_transitions,
-        "world_size": comm.size, "backend": tc.backend, "config_hash": cfg.hash(),
+        "world_size": comm.size, "backend": tc.backend, "feed": tc.feed, "config_hash": cfg.hash(),
     }
     if comm.rank == 0 and publish:
         final = LSTMRecommender(**model.arch)

@@ -35,8 +35,8 @@ def snapshot(spark, cfg) -> dict:
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    from training.model import load_model
-    from training.registry import load_registry, models_root
+    from recsys_spark.model import load_model
+    from recsys_spark.registry import load_registry, models_root
     from training.trainer import parameter_fingerprint
 
     db = cfg.storage.database
@@ -125,7 +125,7 @@ def main(plan_path: str, result_path: str) -> int:
                      .orderBy(F.rand(5)).repartition(step["files"]).localCheckpoint())
             night.write.insertInto(events_table(cfg.storage.database), overwrite=True)
         elif "promote" in step:
-            from training.registry import models_root, set_production
+            from recsys_spark.registry import models_root, set_production
             set_production(models_root(cfg.storage.root), step["promote"], reason="test set-up")
         elif step.get("fault") == "first_attempt":
             _fail_first_attempts()

@@ -10,7 +10,7 @@ import pytest
 
 from _training_data import DS, build_dataset
 from _world import env
-from training.registry import load_registry
+from recsys_spark.registry import load_registry
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
