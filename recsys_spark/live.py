@@ -218,6 +218,8 @@ def ensure_external_table(spark: SparkSession, table: str, schema: T.StructType,
         database, name = table.split(".", 1)
         location = next(r.info_value for r in spark.sql(f"DESCRIBE DATABASE {database}").collect()
                         if r.info_name == "Location")
+        path = spark._jvm.org.apache.hadoop.fs.Path(f"{location}/{name}")
+        path.getFileSystem(spark._jsc.hadoopConfiguration()).mkdirs(path)  # else Spark warns it is missing
         columns = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in schema.fields)
         spark.sql(f"CREATE TABLE {table} ({columns}) USING parquet PARTITIONED BY ({', '.join(partition_by)}) "
                   f"LOCATION '{location}/{name}'")
