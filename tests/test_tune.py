@@ -91,9 +91,10 @@ def test_the_same_seed_proposes_the_same_trials_and_another_seed_does_not(cfg, r
 
 def test_the_time_budget_stops_starting_trials(cfg, root, tmp_path):
     shutil.copytree(dataset_dir(root, DS), dataset_dir(tmp_path, DS))
-    # Ten epochs: the first trial alone outlasts the 1 s budget.
-    assert tune_main(_args(cfg, tmp_path, "tune.trials=5", "tune.timeout_s=1", "train.epochs=10",
-                           "train.patience=10")) == 0
+    # 60 epochs (about 4 s on a quiet machine): the first trial alone outlasts the 1 s budget; 10
+    # epochs took 0.6-0.9 s here, so a second trial sometimes started.
+    assert tune_main(_args(cfg, tmp_path, "tune.trials=5", "tune.timeout_s=1", "train.epochs=60",
+                           "train.patience=60")) == 0
     summary = _trials(tmp_path)
     assert summary["n_trials"] == 1 and summary["budget"] == {"trials": 5, "timeout_s": 1}
 
