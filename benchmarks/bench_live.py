@@ -136,8 +136,6 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
     per_event = np.repeat(latencies, weights_n) if latencies else np.array([np.nan])
     last_commit = max((s["committed"] for s in summaries.values()), default=started)
     emitted = sum(n for _, n, _ in landed)
-    second_half = [lat for t, lat in timeline if t >= seconds / 2]
-    first_half = [lat for t, lat in timeline if t < seconds / 2]
     result = {
         "catalogue": n_items, "offered_events_per_s": rate, "seconds": seconds, "events_emitted": emitted,
         "events_processed": processed, "sustained_events_per_s": round(processed / max(last_commit - started, 1e-9), 1),
@@ -147,12 +145,22 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
         "micro_batches": len(summaries),
         "median_batch_seconds": statistics.median(s["seconds"] for s in summaries.values()) if summaries else None,
         "median_users_per_batch": statistics.median(s["users_refreshed"] for s in summaries.values()) if summaries else None,
-        "saturated": bool(processed < emitted or (first_half and second_half
-                                                  and statistics.median(second_half) > 2 * statistics.median(first_half) + 1)),
+        "saturated": saturated(timeline, processed < emitted, processed / max(last_commit - started, 1e-9), rate),
         "timeline": [[round(t, 2), round(lat, 2)] for t, lat in timeline],
     }
     print(json.dumps({k: v for k, v in result.items() if k != "timeline"}), flush=True)
     return result
+
+
+def saturated(timeline: list[tuple[float, float]], unfinished: bool, sustained: float, offered: float) -> bool:
+    """It fell behind the offered rate: files left unprocessed, under 80% of the rate sustained, or
+    the latency of the last quarter's files more than twice (plus 2 s) the first quarter's (the
+    backlog grows)."""
+    if unfinished or sustained < 0.8 * offered or len(timeline) < 4:
+        return unfinished or sustained < 0.8 * offered
+    latencies = [lat for _, lat in sorted(timeline)]
+    quarter = len(latencies) // 4
+    return statistics.median(latencies[-quarter:]) > 2 * statistics.median(latencies[:quarter]) + 2
 
 
 def plot(runs: list[dict], path: Path) -> None:
