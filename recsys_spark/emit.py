@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from recsys_spark import schemas as S
+from recsys_spark.published import open_dataset
 
 
 def write_event_file(directory: Path, events: list[dict], name: str) -> Path:
@@ -40,8 +41,7 @@ def clicks(user: str, items: list[str], start: dt.datetime) -> list[dict]:
 def night_population(location: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Users of a published night and the items of their lists with how often each was recommended
     (synthetic traffic then looks like the catalogue's popular part)."""
-    import pyarrow.dataset as pads
-    table = pads.dataset(location.removeprefix("file:"), format="parquet").to_table(columns=[S.USER_ID, "recs"])
+    table = open_dataset(location).to_table(columns=[S.USER_ID, "recs"])
     users = np.array(table.column(S.USER_ID).to_pylist(), dtype=object)
     items, counts = np.unique(np.array([r[S.ITEM_ID] for recs in table.column("recs").to_pylist() for r in recs],
                                        dtype=object), return_counts=True)

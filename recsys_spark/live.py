@@ -282,9 +282,6 @@ class LiveRefresh:
             log.info("live refresh builds on night %s, model %s", base.ds, base.model_version)
         return self._scorer
 
-    def committed_batches(self, base_ds: str) -> list[int]:
-        return sorted(b for ds, b in self._all_partitions() if ds == base_ds)
-
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
         self.in_batch.set()
@@ -340,9 +337,10 @@ class LiveRefresh:
                                    "rejected": tally, "before_cutoff": before_cutoff, "base_ds": base.ds,
                                    "model_version": base.model_version, "users_refreshed": 0,
                                    "rebase": False, "compacted": False, "note": "", "phases": phases}
-        committed = self.committed_batches(base.ds)
+        partitions = self._all_partitions()  # one metastore listing per micro-batch, also for _record
+        committed = sorted(b for ds, b in partitions if ds == base.ds)
         if batch_id in committed:  # a replay of a committed micro-batch: its rows are there already
-            self._record(base, batch_id, committed, compacted=False)
+            self._record(base, batch_id, committed, partitions, compacted=False)
             summary["note"] = " (already committed: replay)"
             return summary
         scorer = self._load_base(base)
@@ -357,14 +355,15 @@ class LiveRefresh:
                       .where(F.col(S.DS) >= base.cutoff.date().isoformat()).where(F.col(S.TS) >= cutoff))
         phase("base")
         if not earlier or before_cutoff < n_accepted:
-            self._fold_and_commit(scorer, base, batch_id, earlier, events, now, summary, phase)
+            self._fold_and_commit(scorer, base, batch_id, earlier, partitions, events, now, summary, phase)
         else:
-            self._record(base, batch_id, earlier, compacted=False)
+            self._record(base, batch_id, earlier, partitions, compacted=False)
             phase("commit")
         return summary
 
     def _fold_and_commit(self, scorer: NightScorer, base: Base, batch_id: int, earlier: list[int],
-                         events: DataFrame, now: dt.datetime, summary: dict[str, Any], phase) -> None:
+                         partitions: list[tuple[str, int]], events: DataFrame, now: dt.datetime,
+                         summary: dict[str, Any], phase) -> None:
         spark, cfg = self.spark, self.cfg
         events = (events.where(F.col(S.EVENT_TYPE).isin(*cfg.sequences.event_types))
                   .select(S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TS, S.SESSION_ID)
@@ -398,17 +397,19 @@ class LiveRefresh:
                   f"({S.DS}='{base.ds}', {BATCH}={batch_id}) LOCATION '{location}'")
         if summary["rebase"]:
             spark.sql(live_view_sql(cfg.storage.database, base.ds))
-        self._record(base, batch_id, earlier + [batch_id], compacted=compact)
+        self._record(base, batch_id, earlier + [batch_id], partitions, compacted=compact)
         phase("commit")
 
-    def _record(self, base: Base, batch_id: int, batches: list[int], compacted: bool) -> None:
+    def _record(self, base: Base, batch_id: int, batches: list[int], partitions: list[tuple[str, int]],
+                compacted: bool) -> None:
         """After a commit: drop the partitions it made redundant (an earlier night's, and after a
         compaction the ones it rewrote) and write the live record read by ``recsys recommend --live``.
-        A dropped partition's files are deleted a compaction interval later, so a reader that listed
-        it just before is not cut off mid-scan."""
+        ``partitions``: the table's partitions listed before the commit (the one it adds is never
+        dropped). A dropped partition's files are deleted a compaction interval later, so a reader
+        that listed it just before is not cut off mid-scan."""
         root = self.cfg.storage.root
         pending = (read_live_record(root) or {}).get("pending_delete", [])
-        to_drop = [(ds, b) for ds, b in self._all_partitions() if ds != base.ds or (compacted and b < batch_id)]
+        to_drop = [(ds, b) for ds, b in partitions if ds != base.ds or (compacted and b < batch_id)]
         if to_drop:
             specs = ", ".join(f"PARTITION ({S.DS}='{ds}', {BATCH}={b})" for ds, b in to_drop)
             self.spark.sql(f"ALTER TABLE {self.live_table} DROP IF EXISTS {specs}")

@@ -71,18 +71,24 @@ def read_user(record: dict[str, Any], user_id: str) -> Optional[dict[str, Any]]:
 def read_row(record: dict[str, Any], key: str, value: str) -> Optional[dict[str, Any]]:
     """The published row whose ``key`` column equals ``value``, or None."""
     import pyarrow.dataset as pads
+
+    rows = open_dataset(record["location"]).to_table(filter=pads.field(key) == value).to_pylist()
+    return rows[0] if rows else None
+
+
+def open_dataset(location: str):
+    """The Parquet files at a published location (a path, a ``file:`` URI or another filesystem's URI)
+    as a ``pyarrow.dataset``; Spark's _SUCCESS and .crc files are skipped (pyarrow ignores names
+    starting with "_" or ".")."""
+    import pyarrow.dataset as pads
     import pyarrow.fs as pafs
 
-    location = record["location"]
     parsed = urlparse(location)
     if parsed.scheme in ("", "file"):
         filesystem, path = pafs.LocalFileSystem(), parsed.path if parsed.scheme else location
     else:
         filesystem, path = pafs.FileSystem.from_uri(location)
-    # Spark's _SUCCESS and .crc files are skipped (pyarrow ignores names starting with "_" or ".").
-    dataset = pads.dataset(path, filesystem=filesystem, format="parquet")
-    rows = dataset.to_table(filter=pads.field(key) == value).to_pylist()
-    return rows[0] if rows else None
+    return pads.dataset(path, filesystem=filesystem, format="parquet")
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
