@@ -31,7 +31,7 @@ from recsys_spark.build import ITEM_INDEX
 from recsys_spark.config import load_config
 from recsys_spark.datasets import DatasetMetadata, dataset_dir
 from recsys_spark.emit import emit_traffic, event, write_event_file
-from recsys_spark.live import landing_dir, start_stream, stream_dir
+from recsys_spark.live import LiveStream, landing_dir, stream_dir
 from recsys_spark.model import LSTMRecommender, save_model
 from recsys_spark.published import RECOMMENDATIONS, write_record
 from recsys_spark.registry import models_root, register, set_production
@@ -99,7 +99,7 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
                                 f"stream.max_files_per_trigger={max(4, int(rate))}"])
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.storage.database}")
     users, items, weights = lay_out_night(spark, cfg, n_items, seed=n_items)
-    query, _ = start_stream(spark, cfg, once=False)
+    stream = LiveStream(spark, cfg).start()
     progress = stream_dir(cfg) / "progress.jsonl"
     # Warm-up, not timed: the first micro-batch loads the night (scorer, vocabulary, states) and
     # starts the Python workers once per stream.
@@ -121,7 +121,7 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
         if all(batches.get(f) in done for f, _, _ in landed):
             break
         time.sleep(1)
-    query.stop()
+    stream.stop()
     batches = file_batches(stream_dir(cfg) / "checkpoint")
     summaries = {s["batch"]: s for s in map(json.loads, progress.read_text().splitlines())}
     latencies, weights_n, timeline, processed = [], [], [], 0

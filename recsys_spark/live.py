@@ -262,8 +262,6 @@ class LiveRefresh:
         self.rejected_location = table_location(spark, self.rejected_table)
         self.progress = stream_dir(cfg) / "progress.jsonl"
         self.progress.parent.mkdir(parents=True, exist_ok=True)
-        self.in_batch = threading.Event()
-        """Set while a micro-batch is being folded: a graceful stop waits for it."""
         self._base: Optional[Base] = None
         self._scorer: Optional[NightScorer] = None
         self._vocabulary: Optional[DataFrame] = None
@@ -284,13 +282,11 @@ class LiveRefresh:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
-        self.in_batch.set()
         raw = batch.persist()
         try:
             summary = self.fold(raw, batch_id)
         finally:
             raw.unpersist()
-            self.in_batch.clear()
         summary.update(batch=batch_id, started=round(started, 3), committed=round(time.time(), 3),
                        seconds=round(time.time() - started, 2))
         with self.progress.open("a") as out:
@@ -443,39 +439,81 @@ def _remove_tree(spark: SparkSession, directory: str) -> None:
 
 # --- running the query ---------------------------------------------------------------------------
 
-def start_stream(spark: SparkSession, cfg: Config, once: bool) -> tuple[StreamingQuery, LiveRefresh]:
-    """Start the query: ``once`` catches up on every file there (``availableNow``) and ends."""
-    current_base(cfg)  # fail before starting when no night has been published yet
-    refresh = LiveRefresh(spark, cfg)
+def start_stream(spark: SparkSession, cfg: Config, refresh: LiveRefresh) -> StreamingQuery:
+    """Start one ``availableNow`` run: it folds every file that has landed (in micro-batches of at
+    most ``stream.max_files_per_trigger`` files) and ends by itself."""
     sc = cfg.stream
-    writer = (landing_source(spark, landing_dir(cfg), sc.format, sc.max_files_per_trigger).writeStream
-              .foreachBatch(refresh).option("checkpointLocation", str(stream_dir(cfg) / "checkpoint"))
-              .queryName("recsys-live"))
-    writer = writer.trigger(availableNow=True) if once else writer.trigger(processingTime=f"{sc.trigger_seconds} seconds")
-    return writer.start(), refresh
+    return (landing_source(spark, landing_dir(cfg), sc.format, sc.max_files_per_trigger).writeStream
+            .foreachBatch(refresh).option("checkpointLocation", str(stream_dir(cfg) / "checkpoint"))
+            .queryName("recsys-live").trigger(availableNow=True).start())
+
+
+class LiveStream:
+    """The live refresh as a loop of ``availableNow`` runs, one every ``stream.trigger_seconds``.
+
+    Not one ``processingTime`` query, because Structured Streaming has no graceful stop:
+    ``query.stop()`` interrupts a micro-batch that began a moment earlier (safe, as it is replayed from
+    the checkpoint, but it fails the fold's jobs with a traceback). A run ends by itself once caught
+    up, so a stop waits for it and never interrupts one."""
+
+    def __init__(self, spark: SparkSession, cfg: Config):
+        current_base(cfg)  # fail before starting when no night has been published yet
+        self.spark, self.cfg = spark, cfg
+        self.refresh = LiveRefresh(spark, cfg)
+        self.last_batch: Optional[int] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def run(self, once: bool = False) -> None:
+        """Catch up on every landed file; unless ``once``, keep doing so until :meth:`request_stop`."""
+        announced = False
+        while True:
+            started = time.monotonic()
+            query = start_stream(self.spark, self.cfg, self.refresh)
+            while query.isActive:
+                query.awaitTermination(0.5)  # short waits, so a signal handler runs promptly
+                if self._stop.is_set() and not announced:
+                    log.info("stop requested: finishing the micro-batches in flight")
+                    announced = True
+            if query.exception() is not None:
+                raise query.exception()
+            self.last_batch = (query.lastProgress or {}).get("batchId", self.last_batch)
+            if once or self._stop.wait(max(0.0, self.cfg.stream.trigger_seconds - (time.monotonic() - started))):
+                break
+        log.info("stream stopped after micro-batch %s", self.last_batch)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def start(self) -> "LiveStream":
+        """Run the loop in a background thread (for a process that does other work meanwhile)."""
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as error:  # re-raised by stop()
+                self._error = error
+        self._thread = threading.Thread(target=target, name="recsys-live", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the background loop after the run in flight and re-raise what failed it, if anything."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def run_stream(spark: SparkSession, cfg: Config, once: bool) -> None:
-    """Run until caught up (``once``) or until SIGTERM/SIGINT, which lets the micro-batch in flight
-    finish before stopping (a stop inside one would be safe too: it is replayed from the checkpoint)."""
-    query, refresh = start_stream(spark, cfg, once)
+    """Catch up on every landed file and exit (``once``, for cron), or run until SIGTERM/SIGINT."""
+    stream = LiveStream(spark, cfg)
     log.info("streaming %s files from %s (checkpoint %s)%s", cfg.stream.format, landing_dir(cfg),
              stream_dir(cfg) / "checkpoint", ": catching up, then exiting" if once else "; SIGTERM stops it")
-    stop = threading.Event()
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {sig: signal.signal(sig, lambda *_: stream.request_stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while query.isActive and not stop.is_set():
-            query.awaitTermination(0.5)
-        if stop.is_set() and query.isActive:
-            log.info("stop requested: finishing the micro-batch in flight")
-            # Stop right as the micro-batch in flight returns, before the next one reaches the fold
-            # (stopping inside the fold would cancel its jobs: safe, as it is replayed, but noisy).
-            while refresh.in_batch.is_set():
-                time.sleep(0.005)
-            query.stop()
+        stream.run(once)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    if query.exception() is not None:
-        raise query.exception()
-    log.info("stream stopped after micro-batch %s", (query.lastProgress or {}).get("batchId"))

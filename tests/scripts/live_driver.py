@@ -24,7 +24,7 @@ from recsys_spark import schemas as S
 from recsys_spark.build import item_index_version
 from recsys_spark.config import load_config
 from recsys_spark.emit import write_event_file
-from recsys_spark.live import LIVE_UPDATES, RECOMMENDATIONS_LIVE, current_base, landing_dir, start_stream
+from recsys_spark.live import LIVE_UPDATES, RECOMMENDATIONS_LIVE, LiveStream, current_base, landing_dir
 from recsys_spark.serve import night_scorer
 from recsys_spark.session import get_spark
 from recsys_spark.tables import qualified
@@ -114,7 +114,7 @@ def rebase(spark, cfg, events: list[dict], args: dict) -> dict:
     from jobs.nightly import run_night
 
     directory = landing_dir(cfg)
-    query, _ = start_stream(spark, cfg, once=False)
+    stream = LiveStream(spark, cfg).start()
     progress = Path(cfg.storage.root).resolve() / "stream" / "progress.jsonl"
 
     def batches() -> list[dict]:
@@ -134,7 +134,7 @@ def rebase(spark, cfg, events: list[dict], args: dict) -> dict:
     write(args["after"], "rebase-after")
     wait_for(lambda: any(b["base_ds"] == args["night"] and b["accepted"] for b in batches()[seen:]), 300,
              "a micro-batch on the new night")
-    query.stop()
+    stream.stop()
     return {"old_base": [old_base.ds, old_base.model_version], "new_base": [new_base.ds, new_base.model_version],
             "rebase_batches": [b for b in batches() if b["rebase"]], **verify(spark, cfg, events)}
 
