@@ -74,7 +74,9 @@ DATASETS = {
                    # The test file is external: validate on the last click of 10% of the sessions and
                    # train on every other click (one held out per session would cost a third of the
                    # targets).
-                   "sequences.split=validation_only", "sequences.validation_fraction=0.1"]),
+                   "sequences.split=validation_only", "sequences.validation_fraction=0.1",
+                   # The session protocol ranks every item, the session's own included.
+                   "evaluate.mask_seen=false"]),
 }
 COMMON = ["sequences.lookback_days=100000", "sequences.max_rejected_share=0.01",
           "sequences.max_history=200", "train.backend=horovod", "train.launcher=spark",

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recsys_spark.errors import NotFoundError
+from recsys_spark.schemas import INPUT, SEEN, TARGET
 from recsys_spark.model import LSTMRecommender, load_model, save_model
 from recsys_spark.registry import load_registry, register, set_production
 from training.checkpoint import ArchitectureMismatch, CheckpointStore, check_architecture
@@ -299,3 +300,19 @@ def test_many_shared_negatives_with_logq_approach_the_full_softmax(transitions):
     biased = LossComputer("sampled_softmax", counts, 0.75, num_negatives=1, batch_size=2, in_batch=False,
                           logq=False, shared_negatives=200_000)(model, h, target, padding_only, inputs).item()
     assert biased > full + 5
+
+
+def test_validation_masks_seen_items_only_where_the_evaluation_does():
+    """On session data (``evaluate.mask_seen`` false) a return to a session's item is a hit to rank,
+    so early stopping must not rank it among unseen items only."""
+    from training.trainer import split_ranks
+    model = _model()
+    with torch.no_grad():
+        model.item_bias[5] = 100.0  # the session's other item outranks everything
+    split = {INPUT: torch.tensor([[0, 3, 5]]), SEEN: torch.tensor([[3, 5]]), TARGET: torch.tensor([3])}
+    with torch.no_grad():
+        scores = model.score_next(split[INPUT])[0]
+    above = int((scores[1:] >= scores[3]).sum()) - 1  # every item but padding and the target
+    assert split_ranks(model, split, 8, mask_seen=False).tolist() == [1 + above]
+    # twin: masked, the other seen item is no competitor
+    assert split_ranks(model, split, 8, mask_seen=True).tolist() == [above]

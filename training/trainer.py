@@ -1,8 +1,9 @@
 """The training loop, written once for every backend (see :mod:`training.comm`).
 
 Per epoch: exactly ``steps`` batches on every rank, AdamW with clipped (averaged) gradients, a
-warm-up-then-decay learning rate, then full-ranking validation (NDCG@10, seen items masked) averaged
-over ranks, early stopping, and an atomic checkpoint from rank 0. The RNGs are reseeded from
+warm-up-then-decay learning rate, then full-ranking validation (NDCG@10, seen items masked unless
+``evaluate.mask_seen`` is false: early stopping and ``recsys tune`` rank as the evaluation does)
+averaged over ranks, early stopping, and an atomic checkpoint from rank 0. The RNGs are reseeded from
 (seed, epoch, rank) at the start of each epoch, so an epoch draws the same dropout masks and batches
 whether it runs straight through or after a resume, on any number of ranks, without having to carry
 every rank's RNG state in rank 0's checkpoint.
@@ -88,15 +89,16 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
 
 
 @torch.no_grad()
-def split_ranks(model: LSTMRecommender, split: dict, batch_size: int) -> np.ndarray:
-    """Conservative full-ranking rank of each row's target, its seen items and padding masked."""
+def split_ranks(model: LSTMRecommender, split: dict, batch_size: int, mask_seen: bool = True) -> np.ndarray:
+    """Conservative full-ranking rank of each row's target, padding and (``mask_seen``, as
+    ``evaluate.mask_seen``) its seen items masked."""
     was_training = model.training
     model.eval()
     ranks = []
     for start in range(0, len(split[TARGET]), batch_size):
         rows = slice(start, start + batch_size)
         scores = model.score_next(split[INPUT][rows])
-        mask = seen_mask(split[SEEN][rows], model.num_items)
+        mask = seen_mask(split[SEEN][rows], model.num_items) if mask_seen else None
         ranks.append(target_ranks(scores, split[TARGET][rows], mask).numpy())
     model.train(was_training)
     return np.concatenate(ranks) if ranks else np.zeros(0)
@@ -260,7 +262,7 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
         train_seconds = time.perf_counter() - started
         totals = comm.allreduce_sum(torch.tensor([loss_sum / steps, float(positions)], dtype=torch.float64))
         train_loss, positions = float(totals[0]) / comm.size, int(totals[1])
-        metrics = averaged_metrics(split_ranks(model, validation, tc.eval_batch_size), comm)
+        metrics = averaged_metrics(split_ranks(model, validation, tc.eval_batch_size, cfg.evaluate.mask_seen), comm)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "validation": metrics,
                         "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
                         "train_seconds": train_seconds, "target_positions": positions,
