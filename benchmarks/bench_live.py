@@ -145,6 +145,8 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
         "micro_batches": len(summaries),
         "median_batch_seconds": statistics.median(s["seconds"] for s in summaries.values()) if summaries else None,
         "median_users_per_batch": statistics.median(s["users_refreshed"] for s in summaries.values()) if summaries else None,
+        "median_phase_seconds": {phase: statistics.median(s["phases"].get(phase, 0.0) for s in summaries.values())
+                                 for phase in dict.fromkeys(p for s in summaries.values() for p in s["phases"])},
         "saturated": saturated(timeline, processed < emitted, processed / max(last_commit - started, 1e-9), rate),
         "timeline": [[round(t, 2), round(lat, 2)] for t, lat in timeline],
     }

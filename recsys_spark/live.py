@@ -364,14 +364,15 @@ class LiveRefresh:
         events = (events.where(F.col(S.EVENT_TYPE).isin(*cfg.sequences.event_types))
                   .select(S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TS, S.SESSION_ID)
                   .join(F.broadcast(self._vocabulary), S.ITEM_ID, "left"))
-        # The micro-batch's users are few: broadcast them into the joins with the night's and the live
-        # states instead of shuffling those.
-        touched = F.broadcast(events.select(S.USER_ID).distinct())
+        # The micro-batch's users are few: broadcast them into the semi-joins with the night's and the
+        # live states, and those few states into the outer joins, instead of shuffling the states.
+        touched = events.select(S.USER_ID).distinct()
         live_before = (spark.table(self.live_table)
                        .where((F.col(S.DS) == base.ds) & (F.col(BATCH) < batch_id)))
-        from_live = newest_rows(live_before.join(touched, S.USER_ID, "left_semi")).select(S.USER_ID, EVENTS)
-        night = self._night_states.join(touched, S.USER_ID, "left_semi")
-        prior = touched.join(night, S.USER_ID, "left").join(from_live, S.USER_ID, "left")
+        from_live = (newest_rows(live_before.join(F.broadcast(touched), S.USER_ID, "left_semi"))
+                     .select(S.USER_ID, EVENTS))
+        night = self._night_states.join(F.broadcast(touched), S.USER_ID, "left_semi")
+        prior = touched.join(F.broadcast(night), S.USER_ID, "left").join(F.broadcast(from_live), S.USER_ID, "left")
         states = fold_events(prior, events, cfg.sequences.max_history, cfg.sequences.collapse_repeats)
         carry = tuple(f for f in LIVE_SCHEMA.fields if f.name in STATE_COLUMNS and f.name != S.USER_ID)
         rows = (scorer.score(states, carry, cfg.stream.partitions)
@@ -379,12 +380,13 @@ class LiveRefresh:
                 .withColumn(BATCH, F.lit(batch_id).cast("long")))
         compact = bool(earlier) and cfg.stream.compact_every > 0 and batch_id % cfg.stream.compact_every == 0
         if compact:  # carry every other live user's newest row, so the older partitions can go
-            carried = newest_rows(live_before).join(touched, S.USER_ID, "left_anti")
+            carried = newest_rows(live_before).join(F.broadcast(touched), S.USER_ID, "left_anti")
             rows = rows.unionByName(carried.withColumn(BATCH, F.lit(batch_id).cast("long")))
             summary["compacted"] = True
         location = self._batch_location(base.ds, batch_id)
         (rows.select(*[f.name for f in LIVE_SCHEMA.fields if f.name not in (S.DS, BATCH)])
-         .coalesce(1 if not compact else cfg.stream.partitions).write.mode("overwrite").parquet(location))
+         # Not fewer files than scoring partitions: a coalesce would pull the scoring into fewer tasks.
+         .coalesce(cfg.stream.partitions).write.mode("overwrite").parquet(location))
         phase("fold_score_write")
         summary["users_refreshed"] = spark.read.parquet(location).where(F.col(UPDATED_AT) == F.lit(now)).count()
         phase("count")
