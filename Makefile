@@ -70,6 +70,7 @@ reliability-mutations: install
 benchmark: install
 	$(BIN)/python benchmarks/bench_build_sequences.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python -m benchmarks.bench_feeds
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python -m benchmarks.bench_similar_items
 	$(BIN)/python -m benchmarks.bench_live

@@ -68,7 +68,8 @@ def _sets(overrides: list[str]) -> list[str]:
     return [x for o in overrides for x in ("--set", o)]
 
 
-def run_dataset(name: str, epochs: int, batch_size: int, workdir: Path) -> dict:
+def build_night(name: str, workdir: Path) -> tuple[str, list[str]]:
+    """Dataset ``name``'s night built in ``workdir`` by the real jobs: (ds, its build overrides)."""
     fmt, path, overrides = DATASETS[name]
     if fmt == "synthetic":
         overrides = [*SYNTHETIC, *overrides]
@@ -80,6 +81,11 @@ def run_dataset(name: str, epochs: int, batch_size: int, workdir: Path) -> dict:
     nights = sorted(p.name.split("=")[1] for p in (workdir / "var/warehouse/recsys.db/events").glob("ds=*"))
     ds = nights[-1]
     _recsys(["build-sequences", "--ds", ds, "--log-level", "WARNING", *_sets(COMMON + overrides)], workdir)
+    return ds, overrides
+
+
+def run_dataset(name: str, epochs: int, batch_size: int, workdir: Path) -> dict:
+    ds, overrides = build_night(name, workdir)
     meta = json.loads((workdir / "var" / "datasets" / f"ds={ds}" / "metadata.json").read_text())
     out = {"ds": ds, "items": meta["num_items"] - 1, "training_positions": meta["num_training_positions"],
            "batch_size": batch_size}
