@@ -158,8 +158,10 @@ def saturated(timeline: list[tuple[float, float]], unfinished: bool, sustained: 
     """It fell behind the offered rate: files left unprocessed, under 80% of the rate sustained, or
     the latency of the last quarter's files more than twice (plus 2 s) the first quarter's (the
     backlog grows)."""
-    if unfinished or sustained < 0.8 * offered or len(timeline) < 4:
-        return unfinished or sustained < 0.8 * offered
+    if unfinished or sustained < 0.8 * offered:
+        return True
+    if len(timeline) < 4:
+        return False
     latencies = [lat for _, lat in sorted(timeline)]
     quarter = len(latencies) // 4
     return statistics.median(latencies[-quarter:]) > 2 * statistics.median(latencies[:quarter]) + 2
