@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,16 +171,19 @@ def main() -> None:
     recorded = json.loads(out.read_text()) if out.exists() else {}
     results = recorded.get("results", {})
     if args.catalogue:
+        key = f"synthetic-{args.catalogue // 1000}k-catalogue"
+        history = recorded.get("history", [])
+        if key in results:  # the row it replaces stays visible
+            history.append({"replaced_on": time.strftime("%Y-%m-%d"), key: results[key]})
         with tempfile.TemporaryDirectory() as tmp:
-            results[f"synthetic-{args.catalogue // 1000}k-catalogue"] = run_catalogue(
-                args.catalogue, args.epochs, Path(tmp))
-        out.write_text(json.dumps({**recorded, "results": results}, indent=2))
+            results[key] = run_catalogue(args.catalogue, args.epochs, Path(tmp))
+        out.write_text(json.dumps({**recorded, "results": results, "history": history}, indent=2))
         return
     for name in args.datasets.split(","):
         for batch_size in map(int, args.batch_sizes.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
                 results[f"{name}@batch{batch_size}"] = run_dataset(name, args.epochs, batch_size, Path(tmp))
-    out.write_text(json.dumps({"machine": "2 cores", "epochs": args.epochs, "results": results}, indent=2))
+    out.write_text(json.dumps({**recorded, "machine": "2 cores", "epochs": args.epochs, "results": results}, indent=2))
     print(json.dumps(results, indent=2))
 
 

@@ -135,23 +135,23 @@ class LSTMRecommender(nn.Module):
         scores[..., PADDING_IDX] = float("-inf")
         return scores
 
+    def _pairs_after(self, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, index into the pair buffers) of every stored pair that starts at ``last[row]``."""
+        n = self.num_items
+        start = torch.searchsorted(self.transition_keys, last * n)
+        lengths = torch.searchsorted(self.transition_keys, (last + 1) * n) - start
+        rows = torch.repeat_interleave(torch.arange(len(last), device=last.device), lengths)
+        return rows, _ranges(start, lengths)
+
     def transition_rows(self, last: torch.Tensor, exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Dense counts [P, num_items] of the items that followed each of ``last`` [P] (0 for
         padding or an item never followed), minus one at ``exclude`` [P] where given."""
         if last is None:
             raise ValueError("a model with transitions needs each query's last item")
-        last = last.long()
+        rows, pairs = self._pairs_after(last.long())
         n = self.num_items
-        keys, counts = self.transition_keys, self.transition_counts
-        start = torch.searchsorted(keys, last * n)
-        stop = torch.searchsorted(keys, (last + 1) * n)
-        lengths = stop - start
-        rows = torch.repeat_interleave(torch.arange(len(last), device=last.device), lengths)
-        flat = torch.arange(int(lengths.sum()), device=last.device) \
-            - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths) \
-            + torch.repeat_interleave(start, lengths)
-        dense = torch.zeros(len(last), n, device=counts.device)
-        dense[rows, keys[flat] % n] = counts[flat]
+        dense = torch.zeros(len(last), n, device=self.transition_counts.device)
+        dense[rows, self.transition_keys[pairs] % n] = self.transition_counts[pairs]
         if exclude is not None:
             rows = torch.arange(len(last), device=last.device)
             dense[rows, exclude.long()] = (dense[rows, exclude.long()] - 1).clamp(min=0)
@@ -181,6 +181,24 @@ class LSTMRecommender(nn.Module):
         return (gate[..., :1] * (counts > 0) + gate[..., 1:2] * torch.log1p(counts)
                 + gate[..., 2:] * counts / total.clamp(min=1.0))
 
+    def add_transition_term_sorted(self, scores: torch.Tensor, h: torch.Tensor, last: torch.Tensor,
+                                   candidates: torch.Tensor, row_total: torch.Tensor) -> torch.Tensor:
+        """``scores`` [P, M] plus the transition term of the sorted ``candidates`` [M] (repeats
+        allowed) after each of ``last`` [P], touching only the pairs that occurred: the term is zero
+        without a count, and a row holds few of a large catalogue's items. Equals adding
+        ``transition_term(h, transition_lookup(last, candidates), row_total)``."""
+        rows, pairs = self._pairs_after(last.long())
+        follower = self.transition_keys[pairs] % self.num_items
+        low = torch.searchsorted(candidates, follower)
+        columns_each = torch.searchsorted(candidates, follower, right=True) - low  # repeats of it
+        rows = torch.repeat_interleave(rows, columns_each)
+        count = torch.repeat_interleave(self.transition_counts[pairs], columns_each)
+        columns = _ranges(low, columns_each)
+        gate = self.transition_gate(h)[rows]
+        values = (gate[:, 0] + gate[:, 1] * torch.log1p(count)
+                  + gate[:, 2] * count / row_total[rows, 0].clamp(min=1.0))
+        return scores.index_put((rows, columns), values, accumulate=True)
+
     def row_totals(self, last: torch.Tensor, exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Pairs out of each of ``last`` [...] -> [..., 1] (one fewer where ``exclude`` is given and
         that pair exists)."""
@@ -206,6 +224,13 @@ class LSTMRecommender(nn.Module):
             counts = self.transition_lookup(last, items, exclude)
             scores = scores + self.transition_term(h, counts, self.row_totals(last, exclude))
         return scores
+
+
+def _ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Concatenated ``arange(start, start + length)`` for each pair, without a Python loop."""
+    offsets = torch.arange(int(lengths.sum()), device=starts.device) \
+        - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    return offsets + torch.repeat_interleave(starts, lengths)
 
 
 def save_model(model: LSTMRecommender, directory: str | Path) -> None:

@@ -203,6 +203,27 @@ def test_transition_rows_and_lookup_agree_with_the_counts():
     assert model.row_totals(torch.tensor([3, 4, 9]), torch.tensor([4, 5, 2])).squeeze(-1).tolist() == [2, 0, 0]
 
 
+def test_sparse_transition_term_over_sorted_candidates_equals_the_dense_one():
+    """The sampled loss adds the term only at the pairs that occurred (repeated candidates too)."""
+    model = _transition_model()
+    with torch.no_grad():
+        model.transition_gate.bias.copy_(torch.tensor([0.5, 3.0, 1.0]))
+    last = torch.tensor([3, 4, 9, 3])
+    target = torch.tensor([4, 6, 2, 7])  # each position's own pair left out of its row total
+    h = torch.randn(4, model.arch["embedding_dim"])
+    candidates = torch.tensor([1, 4, 4, 5, 7, 7, 7, 12])
+    totals = model.row_totals(last, target)
+    dense = model.transition_term(h, model.transition_lookup(last, candidates.expand(4, -1)), totals)
+    base = torch.randn(4, len(candidates))
+    sparse = model.add_transition_term_sorted(base, h, last, candidates, totals)
+    assert torch.allclose(sparse - base, dense, atol=1e-6)
+    assert (sparse - base)[2].abs().max() == 0  # 9 was never followed: untouched
+    # twin: the candidates must be sorted; unsorted, the pairs land in the wrong columns
+    shuffled = candidates[torch.tensor([4, 0, 1, 5, 2, 3, 6, 7])]
+    dense = model.transition_term(h, model.transition_lookup(last, shuffled.expand(4, -1)), totals)
+    assert not torch.allclose(model.add_transition_term_sorted(base, h, last, shuffled, totals) - base, dense, atol=1e-3)
+
+
 def test_transition_term_moves_scores_and_scorers_agree():
     model = _transition_model()
     with torch.no_grad():

@@ -147,45 +147,55 @@ class LossComputer:
                 counts = model.transition_rows(inputs[valid], target[valid])
                 logits = logits + model.transition_term(h[valid], counts)[:, PADDING_IDX + 1:]
             return F.cross_entropy(logits, target[valid] - (PADDING_IDX + 1))
+        # Only real target positions are scored (a window is often mostly padding). Every item's
+        # vector comes from one embedding lookup: each lookup's backward fills a catalogue-sized
+        # gradient, the main cost past a few thousand items after the products themselves.
         negatives = negatives.long()
         batch = target.shape[0]
-        last = inputs.long() if model.uses_transitions else None
-        pos = model.score_items(h, target.unsqueeze(-1), last, target).squeeze(-1)  # [B, L]
+        example = valid.nonzero(as_tuple=True)[0]                                 # [P]
+        hv, tv = h[valid], target[valid]                                          # [P, D], [P]
+        pool = target[:, -1] if self.in_batch and batch > 1 else tv[:0]           # [B] or none
+        # Drawn from the torch RNG, which the trainer reseeds per (seed, epoch, rank); sorted, so the
+        # transition term can be added at the few (position, item) pairs that occurred.
+        shared = (torch.multinomial(self.shared_proposal, self.shared_negatives, replacement=True).sort().values
+                  if self.shared_negatives else tv[:0])
+        blocks = (tv, negatives.flatten(), pool, shared)
+        items = torch.cat(blocks)
+        vectors = model.item_embedding(items).split([len(b) for b in blocks])
+        biases = model.item_bias[items].split([len(b) for b in blocks])
+        last = inputs.long()[valid] if model.uses_transitions else None
+        totals = model.row_totals(last, tv) if last is not None else None
+
+        def transitions(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+            """``scores`` [P, C] of ``candidates`` [P, C] plus the transition term (pair left out)."""
+            if last is None:
+                return scores
+            return scores + model.transition_term(hv, model.transition_lookup(last, candidates, tv), totals)
+
+        pos = transitions(((vectors[0] * hv).sum(-1) + biases[0]).unsqueeze(-1), tv.unsqueeze(-1)).squeeze(-1)
         # Per-example negatives are shared by the example's positions: [B,L,D] x [B,K,D] -> [B,L,K].
-        neg = torch.einsum("bld,bkd->blk", h, model.item_embedding(negatives)) \
-            + model.item_bias[negatives].unsqueeze(1)
-        if last is not None:
-            totals = model.row_totals(last, target)
-            neg = neg + model.transition_term(h, model.transition_lookup(
-                last, negatives.unsqueeze(1).expand(-1, target.shape[1], -1), target), totals)
-        neg_valid = (negatives != PADDING_IDX).unsqueeze(1) & (negatives.unsqueeze(1) != target.unsqueeze(-1))
-        log_q = self.log_q_neg[negatives].unsqueeze(1) if self.log_q_neg is not None else None
-        if self.in_batch and batch > 1:
-            pool = target[:, -1]                                                  # [B]
-            pool_scores = h @ model.item_embedding(pool).t() + model.item_bias[pool]  # [B, L, B]
-            if last is not None:
-                pool_scores = pool_scores + model.transition_term(h, model.transition_lookup(
-                    last, pool.expand(batch, target.shape[1], -1), target), totals)
-            own = torch.eye(batch, dtype=torch.bool, device=h.device).unsqueeze(1)
-            pool_valid = (pool != PADDING_IDX) & (pool != target.unsqueeze(-1)) & ~own
+        neg_items = negatives[example]                                            # [P, K]
+        neg = transitions(torch.einsum("bld,bkd->blk", h, vectors[1].view(*negatives.shape, -1))[valid]
+                          + biases[1].view(negatives.shape)[example], neg_items)
+        neg_valid = (neg_items != PADDING_IDX) & (neg_items != tv.unsqueeze(-1))
+        log_q = self.log_q_neg[neg_items] if self.log_q_neg is not None else None
+        if len(pool):
+            pool_scores = transitions(hv @ vectors[2].t() + biases[2], pool.expand(len(tv), -1))  # [P, B]
+            own = example.unsqueeze(-1) == torch.arange(batch, device=h.device)
+            pool_valid = (pool != PADDING_IDX) & (pool != tv.unsqueeze(-1)) & ~own
             neg = torch.cat([neg, pool_scores], dim=-1)
-            neg_valid = torch.cat([neg_valid.expand(-1, target.shape[1], -1), pool_valid], dim=-1)
+            neg_valid = torch.cat([neg_valid, pool_valid], dim=-1)
             if log_q is not None:
-                log_q = torch.cat([log_q.expand(batch, target.shape[1], -1),
-                                   self.log_q_batch[pool].expand(batch, target.shape[1], -1)], dim=-1)
-        if self.shared_negatives:
-            # Drawn from the torch RNG, which the trainer reseeds per (seed, epoch, rank).
-            shared = torch.multinomial(self.shared_proposal, self.shared_negatives, replacement=True)
-            shared_scores = h @ model.item_embedding(shared).t() + model.item_bias[shared]  # [B, L, M]
+                log_q = torch.cat([log_q, self.log_q_batch[pool].expand(len(tv), -1)], dim=-1)
+        if len(shared):
+            shared_scores = hv @ vectors[3].t() + biases[3]                         # [P, M]
             if last is not None:
-                shared_scores = shared_scores + model.transition_term(h, model.transition_lookup(
-                    last, shared.expand(batch, target.shape[1], -1), target), totals)
+                shared_scores = model.add_transition_term_sorted(shared_scores, hv, last, shared, totals)
             neg = torch.cat([neg, shared_scores], dim=-1)
-            neg_valid = torch.cat([neg_valid.expand(batch, target.shape[1], -1),
-                                   shared != target.unsqueeze(-1)], dim=-1)  # accidental hits out
+            neg_valid = torch.cat([neg_valid, shared != tv.unsqueeze(-1)], dim=-1)  # accidental hits out
             if log_q is not None:
-                log_q = torch.cat([log_q.expand(batch, target.shape[1], -1),
-                                   self.log_q_shared[shared].expand(batch, target.shape[1], -1)], dim=-1)
+                log_q = torch.cat([log_q, self.log_q_shared[shared].expand(len(tv), -1)], dim=-1)
+        valid = torch.ones_like(tv, dtype=torch.bool)
         if self.kind == "sampled_softmax":
             return sampled_softmax_loss(pos, neg, valid, neg_valid, log_q)
         return bpr_max_loss(pos, neg, valid, neg_valid, self.bpr_reg)
