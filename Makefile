@@ -1,17 +1,34 @@
 # recsys-spark: set-up and the commands people run. `make nightly` and `make test` are the README's two.
 PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
 DS     ?= 2026-11-26
+# STACK=card (default): PySpark 4.0, pyarrow 14, numpy 1, Petastorm, Horovod. STACK=current: the
+# newest PySpark, pyarrow, numpy and pandas, no Petastorm or Horovod (train.feed=arrow,
+# train.backend=ddp). Each has its own venv and constraints file (README "Stack").
+STACK  ?= card
+ifeq ($(STACK),card)
+VENV        ?= .venv
+CONSTRAINTS := constraints.txt
+EXTRAS      := dev,card
+STACK_SETS  :=
+else ifeq ($(STACK),current)
+VENV        ?= .venv-current
+CONSTRAINTS := constraints-current.txt
+EXTRAS      := dev
+STACK_SETS  := --set train.feed=arrow --set train.backend=ddp
+else
+$(error STACK must be card or current, got '$(STACK)')
+endif
+BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_CONSTRAINT := $(CURDIR)/$(CONSTRAINTS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install airflow-venv platform-deps platform-up platform-down test-cluster benchmark-cluster nightly test reliability-mutations benchmark dist clean-var clean help
 
 help:
-	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first)"
+	@echo "make nightly   - run the nightly pipeline for DS=$(DS) on the embedded default (installs first;"
+	@echo "                 STACK=current: on the newest PySpark/pyarrow/numpy, Arrow feed, DDP)"
 	@echo "make test      - run the test suite (installs first)"
 	@echo "make platform-up / platform-down - start / stop PostgreSQL metastore, Spark standalone, Thrift Server"
 	@echo "make test-cluster - the cluster tests on the platform (starts and stops it)"
@@ -24,10 +41,10 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.py constraints.txt scripts/install_horovod.sh
+$(STAMP): $(BIN)/python setup.py $(CONSTRAINTS) scripts/install_horovod.sh
 	$(BIN)/python -m pip install --quiet "pip==24.3.1" wheel
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	PYTHON=$(BIN)/python bash scripts/install_horovod.sh
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	if [ "$(STACK)" = card ]; then PYTHON=$(BIN)/python bash scripts/install_horovod.sh; fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -59,10 +76,15 @@ benchmark-cluster: platform-up
 	$(BIN)/python -m benchmarks.bench_cluster; status=$$?; bash scripts/platform.sh down; exit $$status
 
 nightly: install
-	$(BIN)/recsys nightly --ds $(DS)
+	$(BIN)/recsys nightly --ds $(DS) $(STACK_SETS)
 
+ifeq ($(STACK),card)
 test: install airflow-venv
 	$(BIN)/python -m pytest -q -m "not benchmark and not mutation and not cluster"
+else
+test:
+	@echo "make test: the suite runs on STACK=card; the current stack's night is tested there by tests/test_stack_current.py (the whole suite on current is not done yet)" >&2; exit 2
+endif
 
 reliability-mutations: install
 	$(BIN)/python -m pytest -q -s -m mutation tests/reliability/test_protections_matter.py
@@ -87,4 +109,4 @@ clean-var:
 	rm -rf var spark-warehouse metastore_db derby.log
 
 clean: clean-var
-	rm -rf $(VENV) .venv-airflow build dist *.egg-info
+	rm -rf .venv .venv-current .venv-airflow build dist *.egg-info

@@ -29,7 +29,7 @@ from recsys_spark.session import get_spark
 from recsys_spark.similar import ITEM_TO_ITEM, SIMILAR_CONTRACT, similar_night
 from recsys_spark.synthetic import generate_events
 from recsys_spark.tables import qualified
-from training.distributed import launch
+from training.distributed import check_stack, launch
 
 log = logging.getLogger("recsys.nightly")
 
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if last < first:
         parser.error(f"--end {last} is before --start {first}")
     cfg = init_job(args)
+    check_stack(cfg.train)
     spark = get_spark(cfg)
     night = first
     while night <= last:

@@ -7,7 +7,7 @@ from recsys_spark.datasets import DatasetMetadata, dataset_dir
 from recsys_spark.lock import run_exclusive
 from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
 from recsys_spark.session import get_spark
-from training.distributed import launch, needs_spark
+from training.distributed import check_stack, launch, needs_spark
 
 
 @job_main
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="artifact/registry name (default: <ds>-<config hash>)")
     args = parser.parse_args(argv)
     cfg = init_job(args)
+    check_stack(cfg.train)
     return run_exclusive(cfg.storage.root, "train", args.ds.isoformat(), lambda: _train(cfg, args))
 
 

@@ -6,6 +6,7 @@ import sys
 
 from recsys_spark.lock import run_exclusive
 from recsys_spark.runtime import init_job, job_main, job_parser, log, parse_ds
+from training.distributed import check_stack
 from training.tune import OVERLAY_FILE, tune, tuning_dir
 
 
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="night whose built dataset to tune on (YYYY-MM-DD)")
     args = parser.parse_args(argv)
     cfg = init_job(args)
+    check_stack(cfg.train)
     return run_exclusive(cfg.storage.root, "tune", args.ds.isoformat(), lambda: _tune(cfg, args.ds.isoformat()))
 
 

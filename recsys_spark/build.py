@@ -59,6 +59,14 @@ def _write_parquet_dataset(frames: dict[str, tuple[DataFrame, int]], target: Pat
     _swap_in(staging, target)
 
 
+def training_file_count(rows: int, rows_per_file: int, workers: int) -> int:
+    """Files (one row group each) for ``rows`` training examples: about ``rows_per_file`` each, and a
+    multiple of ``workers``. Rank r reads row groups r, r + W, ...; with a count that is not a
+    multiple, one shard is a file larger and every rank stops at the smallest shard's steps, so
+    about a file's rows would go unread each epoch."""
+    return workers * math.ceil(max(1, math.ceil(rows / rows_per_file)) / workers)
+
+
 def _sort_keys(frame: DataFrame) -> list[str]:
     return [c for c in (S.USER_ID, "window_end", S.ITEM_IDX, S.PREV_IDX, S.NEXT_IDX) if c in frame.columns]
 
@@ -164,7 +172,7 @@ def build_night(spark: SparkSession, cfg: Config, ds: str) -> dict:
     windows = Q.training_windows(splits, sc.window_length, sc.stride)
     examples = Q.add_negatives(windows, cdf, sc.num_negatives, sc.seed, sc.window_length)
     n_windows = windows.count()
-    n_files = max(sc.num_train_workers, math.ceil(n_windows / sc.rows_per_row_group))
+    n_files = training_file_count(n_windows, sc.rows_per_row_group, sc.num_train_workers)
     validation = Q.eval_examples(splits, "val", sc.window_length)
     test = Q.eval_examples(splits, "test", sc.window_length)
     target_dir = dataset_dir(Path(cfg.storage.root).resolve(), ds)

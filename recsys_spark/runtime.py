@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -15,6 +16,7 @@ from recsys_spark.config import Config, load_config
 from recsys_spark.errors import UserError
 
 log = logging.getLogger("recsys")
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a command ended by SIGPIPE, as `yes | head` ends
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:
@@ -81,4 +83,9 @@ def job_main(main: Callable[[Optional[list[str]]], int]) -> Callable[[Optional[l
         except UserError as exc:
             print(f"recsys {command}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
             return exc.exit_code
+        except BrokenPipeError:
+            # The reader of stdout left (`recsys recommend ... | head`): not an error of the job.
+            # Later writes, the interpreter's last flush included, go nowhere instead of raising again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return SIGPIPE_EXIT
     return run

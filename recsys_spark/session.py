@@ -77,7 +77,10 @@ def get_spark(cfg: Config) -> SparkSession:
         if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
             spark.conf.set(key, value)
     context.setLogLevel("WARN")
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.storage.database}")
+    # Asked first: from Spark 4.1 on, CREATE DATABASE IF NOT EXISTS calls the Hive metastore's create
+    # anyway, which logs an ERROR with a Java stack trace for a database that exists.
+    if not spark.catalog.databaseExists(cfg.storage.database):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.storage.database}")
     log.info("Spark %s master=%s hive=%s metastore=%s database=%s", spark.version, context.master,
              cfg.spark.hive, cfg.spark.metastore if cfg.spark.hive else None, cfg.storage.database)
     return spark

@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 
 from jobs import build_sequences, generate_events
 from recsys_spark import schemas as S
+from recsys_spark.build import training_file_count
 from recsys_spark.datasets import TRAINING_EXAMPLES, DatasetMetadata, dataset_dir
 from recsys_spark.events import events_table, rejected_table
 
@@ -59,7 +60,7 @@ def test_all_four_outputs_exist(spark, built):
     assert len(examples) == meta.num_training_examples
     assert examples[S.INPUT].map(len).eq(10).all() and examples[S.NEGATIVES].map(len).eq(5).all()
     files = list((directory / TRAINING_EXAMPLES).glob("*.parquet"))
-    assert len(files) >= built.sequences.num_train_workers  # every training worker gets a shard
+    assert len(files) % built.sequences.num_train_workers == 0  # every training worker gets an equal share
     quality = json.loads((directory / "quality.json").read_text())
     assert quality["rows_read"] == quality["events_kept"] + quality["rejected"] + quality["duplicates_removed"] \
         + quality["filtered_event_type_or_repeat"] + quality["filtered_min_support"]
@@ -111,3 +112,13 @@ def test_too_many_rejected_events_fail_the_night(spark, built, job_conf, capsys)
     # the twin: a tolerant threshold builds the night from the 100 valid events
     assert build_sequences.main(one_night + ["--set", "sequences.max_rejected_share=0.6"]) == 0
     assert spark.table(f"{db}.user_sequences").where(F.col(S.DS) == night).count() == 5
+
+
+@pytest.mark.parametrize("rows, per_file, workers, files", [
+    (13087, 2000, 2, 8),   # 7 files would give the ranks 4 and 3 files: a file's rows unread per epoch
+    (100, 2000, 2, 2),     # fewer rows than one file: still one file per worker
+    (6000, 2000, 3, 3),
+    (6001, 2000, 3, 6),
+])
+def test_training_files_are_a_multiple_of_the_workers(rows, per_file, workers, files):
+    assert training_file_count(rows, per_file, workers) == files

@@ -13,7 +13,8 @@ from _training_data import DS, build_dataset, most_popular_ndcg, train_config
 from recsys_spark.runtime import configure_logging
 from training.checkpoint import CheckpointStore
 from training.comm import WATCHDOG_EXIT_CODE
-from training.distributed import launch
+from recsys_spark.config import ConfigError, TrainConfig
+from training.distributed import check_stack, launch, stack_conflicts
 from training.petastorm_feed import shard_row_counts
 
 SIZES = (180, 30, 110, 80)  # no two files sum to 200: the 2 shards differ whatever the file order
@@ -109,3 +110,31 @@ def test_hung_rank_fails_within_the_timeout(spark, cfg, root):
     with pytest.raises(RuntimeError, match=f"Exit code: {WATCHDOG_EXIT_CODE}"):
         horovod.spark.run(hang_rank_one, num_proc=2, start_timeout=60, verbose=0)
     assert time.monotonic() - started < 90
+
+
+CARD = {"pyarrow": "14.0.2", "petastorm": "0.12.1", "horovod": "0.28.1"}
+CURRENT = {"pyarrow": "26.0.0"}  # no Petastorm, no Horovod
+
+
+@pytest.mark.parametrize("feed", ["petastorm", "arrow"])
+@pytest.mark.parametrize("backend", ["horovod", "ddp", "single"])
+def test_every_feed_and_backend_runs_on_the_card_stack(feed, backend):
+    assert stack_conflicts(TrainConfig(feed=feed, backend=backend), CARD.get) == []
+
+
+def test_the_current_stack_refuses_petastorm_and_horovod_naming_the_alternative():
+    assert stack_conflicts(TrainConfig(feed="arrow", backend="ddp"), CURRENT.get) == []
+    conflicts = stack_conflicts(TrainConfig(feed="petastorm", backend="horovod"), CURRENT.get)
+    assert len(conflicts) == 2
+    assert "Petastorm is not installed" in conflicts[0] and "train.feed=arrow" in conflicts[0]
+    assert "Horovod is not installed" in conflicts[1] and "train.backend=ddp" in conflicts[1]
+    # Petastorm present beside a pyarrow it cannot import: the version is the reason given
+    newer = {**CARD, "pyarrow": "15.0.0"}
+    [conflict] = stack_conflicts(TrainConfig(feed="petastorm", backend="horovod"), newer.get)
+    assert "pyarrow 15.0.0 (the current stack)" in conflict and "train.feed=arrow" in conflict
+
+
+def test_this_environment_runs_the_shipped_feed_and_backend_and_a_job_refuses_before_work():
+    check_stack(TrainConfig())  # the card stack: make install builds Horovod beside Petastorm
+    with pytest.raises(ConfigError, match="train.feed=arrow.*train.backend=ddp"):
+        check_stack(TrainConfig(), CURRENT.get)

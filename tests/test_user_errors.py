@@ -100,3 +100,20 @@ def test_a_bug_keeps_its_traceback_and_the_check_catches_it(tmp_path):
     vague = subprocess.CompletedProcess([], 2, "", "recsys x: error: something went wrong\n")
     with pytest.raises(AssertionError, match="should name"):
         assert_one_line_error(vague, 2, "/missing.tsv")
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_a_closed_pipe_ends_the_job_quietly(wrapped, tmp_path):
+    """``recsys recommend ... | head``: the reader leaving is no traceback, and the exit status is a
+    shell's SIGPIPE one; the twin without the job plumbing shows the check sees the traceback."""
+    script = ("import sys\nfrom recsys_spark.runtime import job_main\n"
+              + ("@job_main\n" if wrapped else "")
+              + "def main(argv=None):\n    for i in range(200000):\n        print('u1', i)\n    return 0\n"
+              "sys.exit(main())")
+    result = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" -c "$1" | head -1', sys.executable, script],
+                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout == "u1 0\n"
+    if wrapped:
+        assert result.returncode == 141 and result.stderr == "", result.stderr
+    else:
+        assert "BrokenPipeError" in result.stderr

@@ -23,13 +23,51 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from importlib import metadata
+from typing import Any, Callable, Optional
 
-from recsys_spark.config import Config
+from recsys_spark.config import Config, ConfigError, TrainConfig
 from training.comm import make_comm
 from training.trainer import config_from_dict, train
 
 log = logging.getLogger(__name__)
+
+
+# Petastorm 0.12 imports pyarrow.filesystem and ParquetDatasetPiece, which pyarrow 15 removed.
+PETASTORM_MAX_PYARROW = (15, 0)
+
+
+def installed_version(package: str) -> Optional[str]:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def stack_conflicts(tc: TrainConfig, version: Callable[[str], Optional[str]] = installed_version) -> list[str]:
+    """What ``train.feed`` and ``train.backend`` ask for that this environment cannot run, each with
+    the alternative (the `current` stack has pyarrow >= 15 and neither Petastorm nor Horovod)."""
+    conflicts = []
+    if tc.feed == "petastorm":
+        pyarrow = version("pyarrow")
+        if version("petastorm") is None:
+            conflicts.append("train.feed=petastorm: Petastorm is not installed in this environment; "
+                             "set train.feed=arrow")
+        elif pyarrow and tuple(int(p) for p in pyarrow.split(".")[:2]) >= PETASTORM_MAX_PYARROW:
+            conflicts.append(f"train.feed=petastorm: Petastorm needs pyarrow < 15 and this environment has "
+                             f"pyarrow {pyarrow} (the current stack); set train.feed=arrow")
+    if tc.backend == "horovod" and version("horovod") is None:
+        conflicts.append("train.backend=horovod: Horovod is not installed in this environment (the card "
+                         "stack builds it with scripts/install_horovod.sh; the current stack has none); "
+                         "set train.backend=ddp")
+    return conflicts
+
+
+def check_stack(tc: TrainConfig, version: Callable[[str], Optional[str]] = installed_version) -> None:
+    """Refuse, before any work, a feed or backend this environment cannot run."""
+    conflicts = stack_conflicts(tc, version)
+    if conflicts:
+        raise ConfigError("; ".join(conflicts))
 
 
 def needs_spark(cfg: Config) -> bool:
