@@ -22,8 +22,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from recsys_spark.config import Config, ConfigError, TrainConfig
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 # Petastorm 0.12 imports pyarrow.filesystem and ParquetDatasetPiece, which pyarrow 15 removed.
-PETASTORM_MAX_PYARROW = (15, 0)
+FIRST_PYARROW_WITHOUT_PETASTORM = (15, 0)
 
 
 def installed_version(package: str) -> Optional[str]:
@@ -53,7 +53,7 @@ def stack_conflicts(tc: TrainConfig, version: Callable[[str], Optional[str]] = i
         if version("petastorm") is None:
             conflicts.append("train.feed=petastorm: Petastorm is not installed in this environment; "
                              "set train.feed=arrow")
-        elif pyarrow and tuple(int(p) for p in pyarrow.split(".")[:2]) >= PETASTORM_MAX_PYARROW:
+        elif pyarrow and tuple(int(p) for p in pyarrow.split(".")[:2]) >= FIRST_PYARROW_WITHOUT_PETASTORM:
             conflicts.append(f"train.feed=petastorm: Petastorm needs pyarrow < 15 and this environment has "
                              f"pyarrow {pyarrow} (the current stack); set train.feed=arrow")
     if tc.backend == "horovod" and version("horovod") is None:

@@ -160,9 +160,9 @@ class LossComputer:
         shared = (torch.multinomial(self.shared_proposal, self.shared_negatives, replacement=True).sort().values
                   if self.shared_negatives else tv[:0])
         blocks = (tv, negatives.flatten(), pool, shared)
-        items = torch.cat(blocks)
-        vectors = model.item_embedding(items).split([len(b) for b in blocks])
-        biases = model.item_bias[items].split([len(b) for b in blocks])
+        items, sizes = torch.cat(blocks), [len(b) for b in blocks]
+        vectors = model.item_embedding(items).split(sizes)
+        biases = model.item_bias[items].split(sizes)
         last = inputs.long()[valid] if model.uses_transitions else None
         totals = model.row_totals(last, tv) if last is not None else None
 
