@@ -115,12 +115,20 @@ class TrainConfig:
     num_layers: int = 1
     cell: str = "lstm"
     dropout: float = 0.1
+    """On the item embeddings the recurrence reads."""
+    hidden_dropout: float = 0.0
+    """On the recurrent outputs before the projection (the official GRU4Rec's 'hidden dropout')."""
     last_item_transitions: bool | Literal["auto"] = "auto"
     """Add the gated last-item transition term to the scores (recsys_spark.model): the counts of what
     followed the query's last item in training, which an embedding cannot memorise item by item.
     ``auto`` (training.trainer.resolve_transitions): on when the scored users' own histories are in
     the counts (leave_last_out, temporal), off for ``validation_only`` nights, whose test queries
     are sessions the counts never saw."""
+    score_blend: bool | Literal["auto"] = "auto"
+    """Add the held-out blend (recsys_spark.model): the query's own items and, where the transition
+    term is not learned, the last item's transition counts, weighted on the validation split after
+    training. ``auto`` (training.trainer.resolve_blend): on where evaluation ranks the seen items
+    (``evaluate.mask_seen: false``), off where they are masked and a return is never served."""
     loss: str = "auto"
     """softmax, sampled_softmax, bpr_max, or auto: softmax up to full_softmax_max_items items,
     sampled_softmax beyond (training.losses.resolve_loss)."""
@@ -163,8 +171,8 @@ class TrainConfig:
     """Initialise from the production model (new items keep a fresh init) instead of from scratch."""
 
 
-TUNABLE = ("lr", "dropout", "embedding_dim", "hidden_size", "batch_size", "weight_decay",
-           "last_item_transitions", "cell", "loss", "num_layers")
+TUNABLE = ("lr", "dropout", "hidden_dropout", "embedding_dim", "hidden_size", "batch_size",
+           "weight_decay", "last_item_transitions", "score_blend", "cell", "loss", "num_layers")
 """The train settings ``recsys tune`` can search (their ranges: training.tune.SPACE)."""
 
 

@@ -1,4 +1,4 @@
-"""The next-item model: item embedding -> dropout -> LSTM/GRU -> projection, scored against the tied
+"""The next-item model: item embedding -> dropout -> LSTM/GRU -> dropout -> projection, scored against the tied
 item embeddings plus a per-item bias, optionally plus a gated last-item transition term.
 
 The transition term (``transition_pairs`` not None) adds ``g(h) . [c > 0, log(1 + c), c / c_row]`` to each
@@ -13,6 +13,16 @@ dict (sorted pair keys ``prev * num_items + next`` and counts), so the artifact 
 scores from the model alone. In training each position leaves its own pair out of the counts
 (``exclude``): otherwise every target would look like a seen transition, which held-out targets are
 not.
+
+The held-out blend (``blend``) adds ``w . [i == last, i in history, c > 0, log(1 + c)]`` to each
+candidate ``i``: the query's own items, for data where they may be recommended again (a quarter of
+yoochoose's clicks repeat the last one), and, where the model does not learn the transition term
+(``learned_transitions`` false), the last item's transition counts. ``w`` is not trained with the
+rest: fitted on the training positions, a model that memorises the training successors trusts them
+over a return or the counts more than held-out sessions warrant, so the weights are chosen afterwards
+on the validation split (``training.trainer.calibrate_blend``), as interpolation weights are
+estimated on held-out data. They are a buffer of the state dict, so every scorer computes the same
+scores from the model alone.
 
 Inputs are left-padded with 0 (the dataset contract). A recurrent net run over the padding would
 carry a bias-driven state into the real items, so a user's prediction would depend on how much
@@ -37,12 +47,15 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 TRANSITION_KEYS = "transition_keys"
 TRANSITION_COUNTS = "transition_counts"
 TRANSITION_FEATURES = ("followed", "log1p_count", "row_share")
+BLEND_WEIGHTS = "blend_weights"
+BLEND_FEATURES = ("is_last", "in_history", "followed", "log1p_count")
 
 
 class LSTMRecommender(nn.Module):
     def __init__(self, num_items: int, embedding_dim: int = 64, hidden_size: int = 128,
                  num_layers: int = 1, cell: str = "lstm", dropout: float = 0.2,
-                 transition_pairs: Optional[int] = None):
+                 transition_pairs: Optional[int] = None, hidden_dropout: float = 0.0,
+                 blend: bool = False, learned_transitions: bool = True):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -53,8 +66,15 @@ class LSTMRecommender(nn.Module):
                      "dropout": dropout}
         if transition_pairs is not None:  # absent from older artifacts, which load as before
             self.arch["transition_pairs"] = transition_pairs
+            if not learned_transitions:  # the counts only feed the blend
+                self.arch["learned_transitions"] = False
+        if hidden_dropout:  # likewise
+            self.arch["hidden_dropout"] = hidden_dropout
+        if blend:  # likewise
+            self.arch["blend"] = True
         self.item_embedding = nn.Embedding(num_items, embedding_dim, padding_idx=PADDING_IDX)
         self.dropout = nn.Dropout(dropout)
+        self.hidden_dropout = nn.Dropout(hidden_dropout)
         self.rnn = CELLS[cell](embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
                                dropout=dropout if num_layers > 1 else 0.0)
         self.projection = nn.Linear(hidden_size, embedding_dim)
@@ -62,11 +82,14 @@ class LSTMRecommender(nn.Module):
         if transition_pairs is not None:
             self.register_buffer(TRANSITION_KEYS, torch.zeros(transition_pairs, dtype=torch.long))
             self.register_buffer(TRANSITION_COUNTS, torch.zeros(transition_pairs))
+        if self.uses_transitions:
             self.transition_gate = nn.Linear(embedding_dim, len(TRANSITION_FEATURES))
             # Start as "the transitions decide among their candidates": weight log(1 + c) by 1.
             nn.init.zeros_(self.transition_gate.weight)
             with torch.no_grad():
                 self.transition_gate.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
+        if blend:
+            self.register_buffer(BLEND_WEIGHTS, torch.zeros(len(BLEND_FEATURES)))
         # Unit-variance embeddings make the initial tied dot products huge; scale by 1/sqrt(D).
         nn.init.normal_(self.item_embedding.weight, std=embedding_dim ** -0.5)
         with torch.no_grad():
@@ -90,13 +113,18 @@ class LSTMRecommender(nn.Module):
         # CPU autograd run one small kernel per time step (3-5x slower backward).
         steps = max(int(lengths.max()), 1) if batch else 1
         out, _ = self.rnn(self.dropout(self.item_embedding(aligned[:, :steps])))
-        h = self.projection(out) * (positions[:, :steps] < lengths.unsqueeze(1)).unsqueeze(-1)
+        h = self.projection(self.hidden_dropout(out)) * (positions[:, :steps] < lengths.unsqueeze(1)).unsqueeze(-1)
         h = F.pad(h, (0, 0, 0, length - steps))
         # Back to left padding: position j reads aligned position (j - (L - n)) mod L.
         return h.gather(1, ((positions - shift) % length).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
 
     @property
     def uses_transitions(self) -> bool:
+        """The learned (gated) transition term."""
+        return self.has_transition_counts and self.arch.get("learned_transitions", True)
+
+    @property
+    def has_transition_counts(self) -> bool:
         return "transition_pairs" in self.arch
 
     def set_transitions(self, prev: torch.Tensor, next: torch.Tensor, count: torch.Tensor) -> None:
@@ -122,18 +150,53 @@ class LSTMRecommender(nn.Module):
         """Scores [B, num_items] of every item as the next one after left-padded ``input`` [B, L]:
         what every scorer ranks by."""
         input = input.long()
-        return self.score_all(self.last_hidden(input), input[:, -1])
+        return self.score_all(self.last_hidden(input), input[:, -1], history=input)
 
     def score_all(self, h: torch.Tensor, last: Optional[torch.Tensor] = None,
-                  exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  exclude: Optional[torch.Tensor] = None,
+                  history: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores [P, num_items] of every item for states ``h`` [P, D] whose last items are ``last``
-        [P] (needed with transitions; ``exclude`` [P]: a pair to leave out of each row's counts);
-        padding index 0 gets -inf so it is never chosen."""
+        [P] (needed with transitions; ``exclude`` [P]: a pair to leave out of each row's counts)
+        and whose left-padded history windows are ``history`` [P, L] (needed with the blend); padding index 0 gets -inf so it is never chosen."""
         scores = h @ self.item_embedding.weight.t() + self.item_bias
         if self.uses_transitions:
             scores = scores + self.transition_term(h, self.transition_rows(last, exclude))
+        if self.uses_blend:
+            scores = scores + self.blend_term(history)
         scores[..., PADDING_IDX] = float("-inf")
         return scores
+
+    @property
+    def uses_blend(self) -> bool:
+        return "blend" in self.arch
+
+    def blend_features(self, history: Optional[torch.Tensor]) -> list[Optional[torch.Tensor]]:
+        """One [P, num_items] tensor per BLEND_FEATURES for left-padded ``history`` [P, L] (the last
+        item in the last column); None for the transition features of a model without counts."""
+        if history is None:
+            raise ValueError("a model with the blend needs each query's history")
+        history = history.long()
+        in_history = torch.zeros(len(history), self.num_items, device=history.device)
+        in_history.scatter_(1, history, 1.0)
+        is_last = torch.zeros_like(in_history)
+        is_last.scatter_(1, history[:, -1:], 1.0)
+        features: list[Optional[torch.Tensor]] = [is_last, in_history, None, None]
+        if self.has_transition_counts:
+            counts = self.transition_rows(history[:, -1])
+            features[2:] = [(counts > 0).float(), torch.log1p(counts)]
+        for feature in features:
+            if feature is not None:
+                feature[:, PADDING_IDX] = 0.0
+        return features
+
+    def blend_term(self, history: Optional[torch.Tensor]) -> torch.Tensor:
+        """The blend [P, num_items] over left-padded ``history`` [P, L]."""
+        features = self.blend_features(history)
+        term = torch.zeros_like(features[0])
+        for weight, feature in zip(self.blend_weights.tolist(), features):
+            if weight and feature is not None:
+                term = term + weight * feature
+        return term
 
     def _pairs_after(self, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(row, index into the pair buffers) of every stored pair that starts at ``last[row]``."""
@@ -213,9 +276,11 @@ class LSTMRecommender(nn.Module):
         return total.unsqueeze(-1)
 
     def score_items(self, h: torch.Tensor, items: torch.Tensor, last: Optional[torch.Tensor] = None,
-                    exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    exclude: Optional[torch.Tensor] = None,
+                    history: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores of chosen items: ``h`` [..., D] against ``items`` [..., M] -> [..., M]; with
-        transitions, ``last`` [...] (and ``exclude``) as in :meth:`score_all`."""
+        transitions, ``last`` [...] (and ``exclude``), with the blend ``history`` [P, L]
+        (``h`` [P, D]), as in :meth:`score_all`."""
         items = items.long()
         scores = (self.item_embedding(items) @ h.unsqueeze(-1)).squeeze(-1) + self.item_bias[items]
         if self.uses_transitions:
@@ -223,6 +288,8 @@ class LSTMRecommender(nn.Module):
                 raise ValueError("a model with transitions needs each query's last item")
             counts = self.transition_lookup(last, items, exclude)
             scores = scores + self.transition_term(h, counts, self.row_totals(last, exclude))
+        if self.uses_blend:
+            scores = scores + self.blend_term(history).gather(-1, items)
         return scores
 
 

@@ -9,7 +9,7 @@ import torch
 
 from _training_data import DS, build_dataset, most_popular_ndcg, train_config
 from jobs.train import main as train_main
-from recsys_spark.model import load_model
+from recsys_spark.model import BLEND_FEATURES, load_model
 from recsys_spark.registry import load_registry
 from training.checkpoint import ArchitectureMismatch, CheckpointStore
 from training.trainer import LogProgress, train
@@ -47,6 +47,7 @@ def test_learns_the_planted_transitions_and_publishes_artifact(cfg, root):
     model = load_model(artifact)  # model.pt is weights_only-loadable
     assert model.num_items == 41
     assert metrics["last_item_transitions"] == model.uses_transitions  # the resolved setting
+    assert metrics["score_blend"] is False and not model.uses_blend and "blend_weights" not in metrics
     entry = load_registry(root / "models")["versions"]["learn"]
     assert entry["ds"] == DS and entry["metrics"]["ndcg@10"] == result["validation"]["ndcg@10"]
     assert load_registry(root / "models")["production"] is None
@@ -55,6 +56,27 @@ def test_learns_the_planted_transitions_and_publishes_artifact(cfg, root):
 def test_twin_shuffled_targets_do_not_beat_most_popular_clearly(cfg, shuffled_root):
     result = train(train_config(cfg, shuffled_root, epochs=4, lr=0.02), DS, model_version="noise")
     assert result["validation"]["ndcg@10"] < most_popular_ndcg(shuffled_root) + 0.1
+
+
+def test_blend_is_weighted_on_validation_where_seen_items_are_ranked(cfg, root):
+    """evaluate.mask_seen=false (session data): the artifact carries the blend weights chosen on
+    validation, and scoring the validation split with it gives the metrics the run reports."""
+    from training.data import read_eval_split
+    from training.trainer import averaged_metrics, split_ranks
+    from training.comm import Comm
+
+    c = train_config(cfg, root, epochs=2, lr=0.02)
+    c.evaluate.mask_seen = False
+    result = train(c, DS, model_version="blend")
+    metrics = json.loads((root / "models" / "blend" / "metrics.json").read_text())
+    assert metrics["score_blend"] is True and set(metrics["blend_weights"]) == {
+        "is_last", "in_history", "followed", "log1p_count"}
+    assert result["validation"]["ndcg@10"] >= metrics["validation_before_blend"]["ndcg@10"]
+    model = load_model(root / "models" / "blend")
+    assert model.uses_blend and model.blend_weights.tolist() == [metrics["blend_weights"][f] for f in BLEND_FEATURES]
+    split = read_eval_split(root / "datasets" / f"ds={DS}" / "validation")
+    rescored = averaged_metrics(split_ranks(model, split, 256, mask_seen=False), Comm())
+    assert rescored["ndcg@10"] == pytest.approx(result["validation"]["ndcg@10"], abs=1e-9)
 
 
 def test_resume_matches_a_straight_run_and_survives_a_corrupt_checkpoint(cfg, root):

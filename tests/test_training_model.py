@@ -13,7 +13,7 @@ from recsys_spark.registry import load_registry, register, set_production
 from training.checkpoint import ArchitectureMismatch, CheckpointStore, check_architecture
 from training.losses import (LossComputer, bpr_max_loss, full_softmax_loss, log_expected_counts, resolve_loss,
                              sampled_softmax_loss)
-from training.trainer import lr_factor, resolve_transitions
+from training.trainer import lr_factor, resolve_blend, resolve_transitions
 
 
 def _model(cell="lstm", **kw):
@@ -337,3 +337,83 @@ def test_validation_masks_seen_items_only_where_the_evaluation_does():
     assert split_ranks(model, split, 8, mask_seen=False).tolist() == [1 + above]
     # twin: masked, the other seen item is no competitor
     assert split_ranks(model, split, 8, mask_seen=True).tolist() == [above]
+
+
+def _blend_model(weights=(2.0, 0.5, 0.0, 0.0), transitions=False):
+    model = _model(blend=True, learned_transitions=False, transition_pairs=3 if transitions else None)
+    if transitions:
+        model.set_transitions(torch.tensor([3, 3, 4]), torch.tensor([4, 7, 9]), torch.tensor([2.0, 1.0, 5.0]))
+    model.blend_weights.copy_(torch.tensor(weights))
+    return model
+
+
+def _blend_delta(model, x):
+    with torch.no_grad():
+        h = model.last_hidden(x)
+        return model.score_next(x) - (h @ model.item_embedding.weight.t() + model.item_bias), h
+
+
+def test_blend_scores_the_history_and_the_counts_and_scorers_agree():
+    model = _blend_model()
+    x = torch.tensor([[0, 3, 5, 3], [1, 2, 3, 4]])
+    delta, h = _blend_delta(model, x)
+    assert delta[0, 3] == pytest.approx(2.5, abs=1e-5)  # the last item, also earlier in the window
+    assert delta[0, 5] == pytest.approx(0.5, abs=1e-5)
+    assert delta[1, 4] == pytest.approx(2.5, abs=1e-5) and delta[1, 1] == pytest.approx(0.5, abs=1e-5)
+    # twin: items outside the window get nothing
+    assert torch.allclose(delta[0, [1, 2, 4, 19]], torch.zeros(4), atol=1e-5)
+    items = torch.tensor([[3, 5, 9], [4, 1, 19]])
+    with torch.no_grad():
+        assert torch.allclose(model.score_items(h, items, history=x), model.score_next(x).gather(1, items), atol=1e-5)
+    with pytest.raises(ValueError, match="history"):
+        model.score_all(h, x[:, -1])
+    counted = _blend_model((0.0, 0.0, 1.0, 2.0), transitions=True)
+    assert not counted.uses_transitions and not hasattr(counted, "transition_gate")
+    delta, _ = _blend_delta(counted, x)
+    assert delta[0, 4] == pytest.approx(1 + 2 * math.log(3), abs=1e-5)  # 3 -> 4 twice
+    assert delta[0, 7] == pytest.approx(1 + 2 * math.log(2), abs=1e-5)
+    assert delta[1, 9] == pytest.approx(1 + 2 * math.log(6), abs=1e-5)  # 4 -> 9 five times
+    assert torch.allclose(delta[1, 1:9], torch.zeros(8), atol=1e-5)  # twin: no count, no term
+
+
+def test_blend_weights_are_chosen_on_validation_and_saved(tmp_path):
+    """Validation targets that repeat the last item: the grid search finds weights that rank them
+    first; the twin, targets that never repeat, keeps the weights at zero. Counts are searched only
+    where the model does not learn the transition term."""
+    from training.comm import Comm
+    from training.trainer import calibrate_blend, split_ranks
+
+    model = _blend_model((0.0, 0.0, 0.0, 0.0))
+    inputs = torch.tensor([[0, 2, 7], [0, 3, 9], [4, 5, 6], [0, 0, 8]])
+    repeats = {INPUT: inputs, TARGET: inputs[:, -1], SEEN: [[] for _ in inputs]}
+    assert (split_ranks(model, repeats, 2, mask_seen=False) > 1).any()
+    weights, metrics = calibrate_blend(model, repeats, 2, False, Comm())
+    assert weights[:2] != [0.0, 0.0] and weights[2:] == [0.0, 0.0] and metrics["hr@1"] == 1.0
+    others = {**repeats, TARGET: torch.tensor([11, 12, 13, 14])}
+    assert calibrate_blend(model, others, 2, False, Comm())[0] == [0.0, 0.0, 0.0, 0.0]
+    model.blend_weights.copy_(torch.tensor(weights))
+    save_model(model, tmp_path)
+    assert torch.equal(load_model(tmp_path).blend_weights, torch.tensor(weights))
+    assert json.loads((tmp_path / "architecture.json").read_text())["blend"] is True
+    counted = _blend_model((0.0, 0.0, 0.0, 0.0), transitions=True)
+    followers = {INPUT: torch.tensor([[0, 1, 3], [0, 2, 4]]), TARGET: torch.tensor([7, 9]), SEEN: [[], []]}
+    assert calibrate_blend(counted, followers, 2, False, Comm())[0][2:] != [0.0, 0.0]
+
+
+def test_auto_blend_follows_the_seen_mask():
+    assert resolve_blend("auto", mask_seen=False) and not resolve_blend("auto", mask_seen=True)
+    assert resolve_blend(True, mask_seen=True) and not resolve_blend(False, mask_seen=False)
+    with pytest.raises(ValueError, match="true, false or auto"):
+        resolve_blend("often", mask_seen=False)
+
+def test_hidden_dropout_acts_in_training_only_and_old_artifacts_load(tmp_path):
+    model = _model(hidden_dropout=0.5)
+    x = torch.tensor([[0, 1, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))  # eval: off
+        model.train()
+        torch.manual_seed(0)
+        assert not torch.equal(model(x), model(x))  # twin: on while training
+    save_model(_model(), tmp_path)
+    assert "hidden_dropout" not in json.loads((tmp_path / "architecture.json").read_text())
+    assert load_model(tmp_path).hidden_dropout.p == 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from recsys_spark.config import Config
 from recsys_spark.datasets import (ITEM_COUNTS, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
                                    DatasetMetadata, dataset_dir)
 from recsys_spark.metrics import ranking_metrics, seen_mask, target_ranks
-from recsys_spark.model import LSTMRecommender, load_model, save_model, warm_start
+from recsys_spark.model import BLEND_FEATURES, BLEND_WEIGHTS, LSTMRecommender, load_model, save_model, warm_start
 from recsys_spark.registry import load_registry, models_root, register
 from recsys_spark.schemas import INPUT, SEEN, TARGET
 from recsys_spark.sequences import VALIDATION_ONLY
@@ -51,6 +52,17 @@ def resolve_transitions(setting: bool | str, split: str) -> bool:
     if isinstance(setting, bool):
         return setting
     raise ValueError(f"train.last_item_transitions must be true, false or {AUTO}, got {setting!r}")
+
+
+def resolve_blend(setting: bool | str, mask_seen: bool) -> bool:
+    """``train.score_blend``: True, False, or ``auto``, which turns the held-out blend on where the
+    validation and test rankings keep the seen items (``evaluate.mask_seen: false``, session data):
+    with them masked a return is never recommended and the learned transition term is on."""
+    if setting == AUTO:
+        return not mask_seen
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"train.score_blend must be true, false or {AUTO}, got {setting!r}")
 
 
 EARLY_STOP_METRIC = "ndcg@10"
@@ -86,6 +98,41 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     if schedule == "linear":
         return 1.0 - progress
     raise ValueError(f"train.lr_schedule must be cosine or linear, got {schedule!r}")
+
+
+REPEAT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
+"""Candidate weights of each repeat feature (is_last, in_history), in logits: 4 already puts a
+return above nearly every other item. Ascending, so a tie keeps the smaller weights."""
+TRANSITION_GRID = (0.0, 0.5, 1.0)
+"""Candidate weights of each transition feature (followed, log1p_count)."""
+
+
+@torch.no_grad()
+def calibrate_blend(model: LSTMRecommender, split: dict, batch_size: int, mask_seen: bool,
+                    comm: Comm) -> tuple[list[float], dict[str, float]]:
+    """The blend weights (BLEND_FEATURES) of the grid that maximise the validation
+    EARLY_STOP_METRIC of ``model`` (its other parameters fixed), and that split's metrics with
+    them. The transition features are searched only for a model with counts that does not learn
+    the term. Collective: every rank scores its own shard and the metrics are averaged."""
+    transitions = TRANSITION_GRID if model.has_transition_counts and not model.uses_transitions else (0.0,)
+    grid = list(itertools.product(REPEAT_GRID, REPEAT_GRID, transitions, transitions))
+    was_training = model.training
+    model.eval()
+    model.blend_weights.zero_()
+    ranks: list[list[np.ndarray]] = [[] for _ in grid]
+    for start in range(0, len(split[TARGET]), batch_size):
+        rows = slice(start, start + batch_size)
+        inputs = torch.as_tensor(split[INPUT][rows]).long()
+        base = model.score_next(inputs)
+        features = [f if f is not None else torch.zeros_like(base) for f in model.blend_features(inputs)]
+        mask = seen_mask(split[SEEN][rows], model.num_items) if mask_seen else None
+        for i, weights in enumerate(grid):
+            scores = base + sum(w * f for w, f in zip(weights, features) if w)
+            ranks[i].append(target_ranks(scores, split[TARGET][rows], mask).numpy())
+    model.train(was_training)
+    metrics = [averaged_metrics(np.concatenate(r) if r else np.zeros(0), comm) for r in ranks]
+    best = max(range(len(grid)), key=lambda i: (metrics[i][EARLY_STOP_METRIC], -i))
+    return list(grid[best]), metrics[best]
 
 
 @torch.no_grad()
@@ -177,10 +224,15 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
 
     seed_everything(tc.seed)
     use_transitions = resolve_transitions(tc.last_item_transitions, meta.split)
-    transitions = read_transitions(data_dir / TRANSITIONS) if use_transitions else None
+    use_blend = resolve_blend(tc.score_blend, cfg.evaluate.mask_seen)
+    # The blend weighs the counts too; a night built before they were part of it blends without.
+    counts_needed = use_transitions or (use_blend and (data_dir / TRANSITIONS).exists())
+    transitions = read_transitions(data_dir / TRANSITIONS) if counts_needed else None
     model = LSTMRecommender(meta.num_items, tc.embedding_dim, tc.hidden_size, tc.num_layers,
                             tc.cell, tc.dropout,
-                            transition_pairs=None if transitions is None else len(transitions[0]))
+                            transition_pairs=None if transitions is None else len(transitions[0]),
+                            hidden_dropout=tc.hidden_dropout, blend=use_blend,
+                            learned_transitions=use_transitions)
     if transitions is not None:
         model.set_transitions(*transitions)
     feed = make_feed(tc, data_dir / TRAINING_EXAMPLES, comm.rank, comm.size)
@@ -295,12 +347,26 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
     if best_state is None:
         raise RuntimeError("no epoch was trained (train.epochs is 0 or the run had already ended)")
     best_metrics = next(h["validation"] for h in history if h["epoch"] == best_epoch + 1)
+    calibration = {}
+    if use_blend:
+        scorer = LSTMRecommender(**model.arch)
+        scorer.load_state_dict(best_state)
+        weights, calibrated = calibrate_blend(scorer, validation, tc.eval_batch_size,
+                                              cfg.evaluate.mask_seen, comm)
+        best_state[BLEND_WEIGHTS] = torch.tensor(weights)
+        log.info("score blend %s on validation: %s %.4f -> %.4f",
+                 dict(zip(BLEND_FEATURES, weights)), EARLY_STOP_METRIC,
+                 best_metrics[EARLY_STOP_METRIC], calibrated[EARLY_STOP_METRIC])
+        calibration = {"blend_weights": dict(zip(BLEND_FEATURES, weights)),
+                       "validation_before_blend": best_metrics}
+        best_metrics = calibrated
     summary = {
         "model_version": version, "ds": ds, "item_index_version": meta.item_index_version,
         "num_items": meta.num_items, "best_epoch": best_epoch + 1, "epochs_run": len(history),
         "stopped_early": stopped_early, "early_stopping_metric": EARLY_STOP_METRIC,
         "validation": best_metrics, "history": history, "loss": loss_kind,
         "last_item_transitions": use_transitions,
+        "score_blend": use_blend, **calibration,
         "world_size": comm.size, "backend": tc.backend, "feed": tc.feed, "config_hash": cfg.hash(),
     }
     if comm.rank == 0 and publish:

@@ -45,12 +45,14 @@ PLOT_FILE = "trials.png"
 SPACE: dict[str, tuple] = {
     "lr": ("log", 1e-3, 3e-2),
     "dropout": ("float", 0.0, 0.6),
+    "hidden_dropout": ("float", 0.0, 0.6),
     "weight_decay": ("log", 1e-4, 1e-1),
     "embedding_dim": ("choice", [64, 128, 256]),
     "hidden_size": ("choice", [128, 256, 512]),
     "batch_size": ("choice", [32, 64, 128, 256]),
     "num_layers": ("choice", [1, 2]),
     "last_item_transitions": ("choice", [True, False]),
+    "score_blend": ("choice", [True, False]),
     "cell": ("choice", ["lstm", "gru"]),
     "loss": ("choice", ["auto", "softmax", "sampled_softmax", "bpr_max"]),
 }
