@@ -180,8 +180,8 @@ TUNABLE = ("lr", "dropout", "hidden_dropout", "embedding_dim", "hidden_size", "b
 class TuneConfig:
     """``recsys tune``: an Optuna search of train settings on a night's validation split."""
     params: list[str] = field(default_factory=lambda: [
-        "lr", "dropout", "embedding_dim", "hidden_size", "batch_size", "weight_decay",
-        "last_item_transitions"])
+        "lr", "dropout", "hidden_dropout", "embedding_dim", "hidden_size", "batch_size",
+        "weight_decay", "last_item_transitions"])
     """Which of TUNABLE to search; the others keep the config's value."""
     trials: int = 20
     timeout_s: int = 3600
