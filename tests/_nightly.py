@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from _stack import FEED_SETTINGS
+
 ROOT = Path(__file__).resolve().parent.parent
 NIGHTS = ("2026-11-25", "2026-11-26")
 K = 10
@@ -27,6 +29,7 @@ SETTINGS = [
     "sequences.window_length=10", "sequences.stride=10", "sequences.num_negatives=5",
     "train.epochs=3", "train.num_proc=1", "train.backend=single",
     "evaluate.baselines=[most_popular,transitions]", f"score.k={K}", f"similar.k={SIMILAR_K}",
+    *FEED_SETTINGS,  # the current stack: train.feed=arrow (tests/_stack.py)
 ]
 
 

@@ -1,4 +1,5 @@
-"""The pinned stack works together: Spark-written Parquet -> Petastorm -> torch, and Horovod (gloo)."""
+"""The pinned stack works together: Spark-written Parquet -> Petastorm -> torch, and Horovod (gloo).
+The card stack only (the current stack's night: tests/test_stack_current.py)."""
 import re
 import subprocess
 import sys
@@ -6,13 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from petastorm import make_batch_reader
-from petastorm.pytorch import DataLoader
 
 SCRIPT = Path(__file__).parent / "scripts" / "hvd_lstm_sync.py"
 
+pytestmark = pytest.mark.card_only
+
 
 def test_petastorm_reads_spark_parquet_into_torch(spark, tmp_path):
+    from petastorm import make_batch_reader
+    from petastorm.pytorch import DataLoader
+
     rows = [(f"u{k}", [k, k + 1, k + 2], k % 3) for k in range(100)]
     spark.createDataFrame(rows, "user_id string, input array<int>, target int") \
         .repartition(4).write.parquet(f"file://{tmp_path / 'ds'}")

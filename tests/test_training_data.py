@@ -1,10 +1,10 @@
 """The Petastorm feed over Spark-written Parquet: tensors, shard sizes, equal steps per rank (the
-Arrow feed and the two side by side: tests/test_training_feeds.py)."""
+Arrow feed and the two side by side: tests/test_training_feeds.py). Petastorm's tests are
+``card_only``; the evaluation split reader is plain pyarrow and runs on both stacks."""
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from petastorm import make_batch_reader
 
 from _training_data import NUM_NEG, WINDOW, build_dataset
 from recsys_spark.datasets import TRAINING_EXAMPLES, VALIDATION
@@ -23,6 +23,7 @@ def _rows(batch):
     return {tuple(r) for r in np.concatenate([batch["input"], batch["target"]], axis=1).tolist()}
 
 
+@pytest.mark.card_only
 def test_petastorm_reads_spark_parquet_into_tensors(uneven):
     path = uneven / TRAINING_EXAMPLES
     feed = PetastormFeed(path, 32, 0, 1, seed=1, shuffle_buffer=64)
@@ -39,7 +40,10 @@ def test_petastorm_reads_spark_parquet_into_tensors(uneven):
     assert seen <= written and len(seen) > 0.8 * steps * 32  # rows arrive intact (up to duplicates)
 
 
+@pytest.mark.card_only
 def test_shard_row_counts_replay_petastorm_sharding(uneven):
+    from petastorm import make_batch_reader
+
     path = uneven / TRAINING_EXAMPLES
     counts = shard_row_counts(path, 2)
     actual = []
@@ -52,6 +56,7 @@ def test_shard_row_counts_replay_petastorm_sharding(uneven):
     assert PetastormFeed(path, 32, 0, 2, seed=3, shuffle_buffer=64).steps == min(counts) // 32
 
 
+@pytest.mark.card_only
 def test_every_rank_yields_the_same_number_of_batches_deterministically(uneven):
     path = uneven / TRAINING_EXAMPLES
     feeds = [PetastormFeed(path, 32, rank, 2, seed=5, shuffle_buffer=64) for rank in range(2)]
@@ -68,6 +73,7 @@ def test_every_rank_yields_the_same_number_of_batches_deterministically(uneven):
     assert len(users0 & users1) < 0.2 * len(users0)  # only chance collisions of identical rows
 
 
+@pytest.mark.card_only
 def test_too_few_rows_or_row_groups_fail_clearly(uneven):
     path = uneven / TRAINING_EXAMPLES
     with pytest.raises(ValueError, match="fewer than 5 shards"):

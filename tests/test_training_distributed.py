@@ -1,7 +1,8 @@
 """Real multi-process training: Horovod on Spark, horovodrun and torch DDP via TorchDistributor, on
 uneven Petastorm shards; every rank must finish with the same parameters, DDP resumes exactly and
 learns what Horovod learns, and a hung rank must fail the job within ``train.timeout_s`` (the
-watchdog) instead of blocking it."""
+watchdog) instead of blocking it. Horovod's tests are ``card_only``; DDP's run on both stacks (on the
+current one over the Arrow feed, whose shards are Petastorm's)."""
 import logging
 import shutil
 import time
@@ -9,12 +10,15 @@ import time
 import pytest
 
 from _nightly import assert_quiet_log
+from _stack import BACKEND, FEED
+from _stack import CARD as ON_CARD  # CARD below: the card stack's versions
 from _training_data import DS, build_dataset, most_popular_ndcg, train_config
 from recsys_spark.runtime import configure_logging
 from training.checkpoint import CheckpointStore
 from training.comm import WATCHDOG_EXIT_CODE
 from recsys_spark.config import ConfigError, TrainConfig
-from training.distributed import check_stack, launch, stack_conflicts
+from training.arrow_feed import ArrowFeed
+from training.distributed import check_stack, installed_version, launch, stack_conflicts
 from training.petastorm_feed import shard_row_counts
 
 SIZES = (180, 30, 110, 80)  # no two files sum to 200: the 2 shards differ whatever the file order
@@ -24,7 +28,8 @@ SIZES = (180, 30, 110, 80)  # no two files sum to 200: the 2 shards differ whate
 def root(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     path = build_dataset(spark, root, file_sizes=SIZES)
-    counts = shard_row_counts(path / "training_examples", 2)
+    examples = path / "training_examples"
+    counts = shard_row_counts(examples, 2) if ON_CARD else ArrowFeed(examples, 32, 0, 2, 0, 64).shard_rows
     assert counts[0] != counts[1]
     return root
 
@@ -36,7 +41,8 @@ def _check(result, root, version):
     assert (root / "models" / version / "model.pt").exists()
 
 
-@pytest.mark.parametrize("backend,launcher", [("horovod", "spark"), ("horovod", "horovodrun"),
+@pytest.mark.parametrize("backend,launcher", [pytest.param("horovod", "spark", marks=pytest.mark.card_only),
+                                              pytest.param("horovod", "horovodrun", marks=pytest.mark.card_only),
                                               ("ddp", "spark")])
 def test_two_ranks_on_uneven_shards_end_in_sync(spark, cfg, root, backend, launcher, caplog, capfd):
     configure_logging("INFO")  # what every job does: the py4j retry filter, quiet third-party loggers
@@ -58,34 +64,46 @@ validation NDCG@10 may differ only by float summation order (measured on this da
 epochs: 0.849889 for both, and the same training losses)."""
 
 
-def test_ddp_resumes_exactly_and_learns_what_horovod_learns(spark, cfg, root):
-    def run(backend, version, resume=False):
-        c = train_config(cfg, root, epochs=2, lr=0.02, backend=backend, launcher="spark", num_proc=2,
-                         timeout_s=60, feed="arrow")
-        return launch(c, DS, spark, resume=resume, model_version=version)
+def _run_arrow(spark, cfg, root, backend, version, resume=False):
+    c = train_config(cfg, root, epochs=2, lr=0.02, backend=backend, launcher="spark", num_proc=2,
+                     timeout_s=60, feed="arrow")
+    return launch(c, DS, spark, resume=resume, model_version=version)
 
-    straight = run("ddp", "ddp-straight")
+
+@pytest.fixture(scope="module")
+def ddp_straight(spark, cfg, root):
+    """A 2-rank DDP run straight through 2 epochs (its epoch checkpoints stay in ``root``)."""
+    straight = _run_arrow(spark, cfg, root, "ddp", "ddp-straight")
     assert len(set(straight["rank_fingerprints"])) == 1
+    return straight
+
+
+def test_ddp_resumes_exactly(spark, cfg, root, ddp_straight):
     # Interrupted after epoch 1: the resumed run has only that checkpoint.
     checkpoints = root / "checkpoints"
     (checkpoints / "ddp-resumed").mkdir()
     for name in ("epoch-0000.pt", "epoch-0000.pt.sha256"):
         shutil.copy(checkpoints / "ddp-straight" / name, checkpoints / "ddp-resumed" / name)
-    resumed = run("ddp", "ddp-resumed", resume=True)
-    assert resumed["epochs_run"] == 2 and resumed["fingerprint"] == straight["fingerprint"]
+    resumed = _run_arrow(spark, cfg, root, "ddp", "ddp-resumed", resume=True)
+    assert resumed["epochs_run"] == 2 and resumed["fingerprint"] == ddp_straight["fingerprint"]
     # twin: resuming from other weights at the same epoch does not end on the same parameters
     state = CheckpointStore(checkpoints / "ddp-straight").load(0)
     state["model"] = {name: t * 0.5 if t.is_floating_point() else t for name, t in state["model"].items()}
     CheckpointStore(checkpoints / "ddp-other").save(0, state)
-    assert run("ddp", "ddp-other", resume=True)["fingerprint"] != straight["fingerprint"]
+    other = _run_arrow(spark, cfg, root, "ddp", "ddp-other", resume=True)
+    assert other["fingerprint"] != ddp_straight["fingerprint"]
 
-    horovod = run("horovod", "horovod-compare")
-    ddp_ndcg, horovod_ndcg = straight["validation"]["ndcg@10"], horovod["validation"]["ndcg@10"]
+
+@pytest.mark.card_only
+def test_ddp_learns_what_horovod_learns(spark, cfg, root, ddp_straight):
+    horovod = _run_arrow(spark, cfg, root, "horovod", "horovod-compare")
+    ddp_ndcg, horovod_ndcg = ddp_straight["validation"]["ndcg@10"], horovod["validation"]["ndcg@10"]
     assert abs(ddp_ndcg - horovod_ndcg) <= BACKEND_NDCG_TOLERANCE, (ddp_ndcg, horovod_ndcg)
     # twin: the tolerance is far below the gap to a model that learnt nothing sequential
     assert min(ddp_ndcg, horovod_ndcg) - most_popular_ndcg(root) > 10 * BACKEND_NDCG_TOLERANCE
 
 
+@pytest.mark.card_only
 def test_hung_rank_fails_within_the_timeout(spark, cfg, root):
     import horovod.spark
 
@@ -134,7 +152,9 @@ def test_the_current_stack_refuses_petastorm_and_horovod_naming_the_alternative(
     assert "pyarrow 15.0.0 (the current stack)" in conflict and "train.feed=arrow" in conflict
 
 
-def test_this_environment_runs_the_shipped_feed_and_backend_and_a_job_refuses_before_work():
-    check_stack(TrainConfig())  # the card stack: make install builds Horovod beside Petastorm
+def test_this_environment_runs_its_stacks_feed_and_backend_and_a_job_refuses_before_work():
+    # card: the shipped defaults (make install builds Horovod beside Petastorm); current: arrow + ddp
+    check_stack(TrainConfig(feed=FEED, backend=BACKEND))
+    # the shipped defaults on the current stack: on card a recorded one, on current this environment
     with pytest.raises(ConfigError, match="train.feed=arrow.*train.backend=ddp"):
-        check_stack(TrainConfig(), CURRENT.get)
+        check_stack(TrainConfig(), CURRENT.get if ON_CARD else installed_version)

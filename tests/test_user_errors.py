@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from _stack import SETTINGS, set_args
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 RECSYS = Path(sys.executable).parent / "recsys"
 NIGHT = "2031-01-01"  # nothing exists for it
 SMALL = ["--set", "spark.master=local[1]", "--set", "spark.conf={spark.ui.enabled: 'false'}"]
+STACK = set_args(SETTINGS)  # the current stack: train.feed=arrow, train.backend=ddp (tests/_stack.py)
 JAVA_FRAME = re.compile(r"^\s+at [\w$.]+\(.*\)$", re.M)
 
 # (command line, exit status, what the one error line must name)
@@ -30,11 +33,11 @@ CASES = {
                                               2, "--columns"),
     "import-events columns missing the time": (["import-events", "--format", "parquet", "--path", str(ROOT),
                                                 "--columns", "user=u,item=i"], 2, "time column"),
-    "tune night without a dataset": (["tune", "--ds", NIGHT], 3, NIGHT),
+    "tune night without a dataset": (["tune", "--ds", NIGHT, *STACK], 3, NIGHT),
     "build-sequences night without events": (["build-sequences", "--ds", NIGHT, *SMALL], 3, NIGHT),
     "build-sequences misspelt config key": (["build-sequences", "--ds", NIGHT, "--set", "sequences.windw_length=20"],
                                             1, "sequences.windw_length"),
-    "train night without a dataset": (["train", "--ds", NIGHT], 3, NIGHT),
+    "train night without a dataset": (["train", "--ds", NIGHT, *STACK], 3, NIGHT),
     "evaluate unknown model version": (["evaluate", "--ds", NIGHT, "--model-version", "v-typo"], 2, "v-typo"),
     "gate unknown model version": (["gate", "--ds", NIGHT, "--model-version", "v-typo"], 2, "v-typo"),
     "score unknown model version": (["score", "--ds", NIGHT, "--model-version", "v-typo"], 3, "v-typo"),
@@ -50,7 +53,8 @@ CASES = {
     "similar night not published": (["similar", "--item", "i1", "--ds", NIGHT], 1, NIGHT),
     "similar nothing published yet": (["similar", "--item", "i1"], 1, "no night"),
     "generate-events zero nights": (["generate-events", "--ds", NIGHT, "--days", "0"], 2, "--days 0"),
-    "nightly table source without the night": (["nightly", "--ds", NIGHT, "--set", "nightly.source=table", *SMALL],
+    "nightly table source without the night": (["nightly", "--ds", NIGHT, "--set", "nightly.source=table", *SMALL,
+                                                           *STACK],
                                                3, NIGHT),
 }
 

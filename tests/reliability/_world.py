@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from _stack import FEED_SETTINGS
 from recsys_spark.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +29,7 @@ SMALL = [
     "train.hidden_size=16", "train.batch_size=64", "train.warmup_steps=2", "train.timeout_s=60",
     "evaluate.baselines=[most_popular]", "evaluate.protocols=[leave_last_out]",
     "score.k=10", "score.partitions=2",
+    *FEED_SETTINGS,  # the current stack: train.feed=arrow (tests/_stack.py)
 ]
 
 

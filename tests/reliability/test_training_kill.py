@@ -12,7 +12,7 @@ from _training_data import DS, build_dataset
 from _world import env
 from recsys_spark.registry import load_registry
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.card_only]  # horovodrun
 
 VERSION = "hvd-kill"
 
