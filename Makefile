@@ -11,12 +11,16 @@ CONSTRAINTS := constraints.txt
 EXTRAS      := dev,card
 STACK_SETS  :=
 TEST_MARKERS := not benchmark and not mutation and not cluster
+AIRFLOW     := 2
+AIRFLOW_VENV := .venv-airflow
 else ifeq ($(STACK),current)
 VENV        ?= .venv-current
 CONSTRAINTS := constraints-current.txt
 EXTRAS      := dev
 STACK_SETS  := --set train.feed=arrow --set train.backend=ddp
 TEST_MARKERS := not benchmark and not mutation and not cluster and not card_only and not stack_independent
+AIRFLOW     := 3
+AIRFLOW_VENV := .venv-airflow3
 else
 $(error STACK must be card or current, got '$(STACK)')
 endif
@@ -52,8 +56,9 @@ $(STAMP): $(BIN)/python setup.py $(CONSTRAINTS) scripts/install_horovod.sh
 install: $(STAMP)
 
 # Airflow (for the DAG test) lives in its own venv: its pins conflict with the job stack. Idempotent.
+# card: Airflow 2.10.5 (.venv-airflow); current: Airflow 3 (.venv-airflow3). tests/test_dag.py picks the same.
 airflow-venv: $(BIN)/python
-	PYTHON=$(BIN)/python bash scripts/airflow_venv.sh .venv-airflow
+	PYTHON=$(BIN)/python bash scripts/airflow_venv.sh $(AIRFLOW_VENV) $(AIRFLOW)
 
 # The platform's Debian packages (PostgreSQL 15 and its JDBC driver); a no-op when they are there.
 PLATFORM_PACKAGES := postgresql libpostgresql-jdbc-java
@@ -109,4 +114,4 @@ clean-var:
 	rm -rf var spark-warehouse metastore_db derby.log
 
 clean: clean-var
-	rm -rf .venv .venv-current .venv-airflow build dist *.egg-info
+	rm -rf .venv .venv-current .venv-airflow .venv-airflow3 build dist *.egg-info

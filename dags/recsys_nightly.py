@@ -52,12 +52,23 @@ import re
 from datetime import timedelta
 
 import pendulum
-from airflow import DAG
-from airflow.exceptions import AirflowException, AirflowSkipException
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sensors.python import PythonSensor
-from airflow.utils.trigger_rule import TriggerRule
+
+# One file for Airflow 2.10 and 3.x (tests/test_dag.py parses it on both). Airflow 3 moved the
+# authoring API into airflow.sdk and the standard operators and sensors into
+# apache-airflow-providers-standard; its old paths still import there, with deprecation warnings.
+try:
+    from airflow.sdk import DAG, TriggerRule
+    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+except ImportError:  # Airflow 2
+    from airflow import DAG
+    from airflow.exceptions import AirflowException, AirflowSkipException
+    from airflow.utils.trigger_rule import TriggerRule
+try:
+    from airflow.providers.standard.sensors.python import PythonSensor
+except ImportError:  # Airflow 2 without the standard provider
+    from airflow.sensors.python import PythonSensor
 
 DIST = os.environ.get("RECSYS_DIST", "/opt/recsys-spark/dist")
 CONF = os.environ.get("RECSYS_CONF", f"{DIST}/conf/cluster.yaml")

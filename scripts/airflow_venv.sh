@@ -2,13 +2,20 @@
 # Create (or reuse) the Airflow virtualenv the DAG test runs in: Airflow's dependencies conflict with
 # the job stack, so it never shares .venv. Idempotent: a stamp holds the hash of the pins it was built
 # from, and a matching stamp means nothing to do (the second `make test` costs milliseconds).
-# usage: scripts/airflow_venv.sh [VENV_DIR]   (PYTHON picks the interpreter, default python3; 3.11)
+# usage: scripts/airflow_venv.sh [VENV_DIR] [2|3]   (PYTHON picks the interpreter, default python3; 3.11)
+#   2 (default): Airflow 2.10.5, constraints-airflow.txt (the card stack's DAG test, .venv-airflow)
+#   3: Airflow 3.3.2 with the standard provider, constraints-airflow3.txt (the current stack's, .venv-airflow3)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-$ROOT/.venv-airflow}"
 PYTHON="${PYTHON:-python3}"
-CONSTRAINTS="$ROOT/constraints-airflow.txt"
-REQUIREMENTS="apache-airflow==2.10.5 apache-airflow-providers-apache-spark==5.3.4"
+case "${2:-2}" in
+    2) CONSTRAINTS="$ROOT/constraints-airflow.txt"
+       REQUIREMENTS="apache-airflow==2.10.5 apache-airflow-providers-apache-spark==5.3.4" ;;
+    3) CONSTRAINTS="$ROOT/constraints-airflow3.txt"
+       REQUIREMENTS="apache-airflow==3.3.2 apache-airflow-providers-apache-spark==6.3.4 apache-airflow-providers-standard==1.21.0" ;;
+    *) echo "airflow_venv: Airflow major version must be 2 or 3, got '$2'" >&2; exit 2 ;;
+esac
 WANT="$( (cat "$CONSTRAINTS"; echo "$REQUIREMENTS") | sha256sum | cut -c1-16)"
 STAMP="$VENV/.installed"
 
@@ -21,7 +28,7 @@ flock 9  # a concurrent caller (make and pytest) waits here, then finds the stam
 
 version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [ "$version" != "3.11" ]; then
-    echo "airflow_venv: $PYTHON is Python $version; constraints-airflow.txt is resolved for 3.11" >&2
+    echo "airflow_venv: $PYTHON is Python $version; $(basename "$CONSTRAINTS") is resolved for 3.11" >&2
     exit 2
 fi
 echo "airflow_venv: building $VENV (pins $WANT)" >&2
