@@ -1,5 +1,6 @@
-"""The next-item model: item embedding -> dropout -> LSTM/GRU -> dropout -> projection, scored against the tied
-item embeddings plus a per-item bias, optionally plus a gated last-item transition term.
+"""The next-item model: item embedding -> dropout -> LSTM/GRU -> dropout -> projection, scored
+against the tied item embeddings plus a per-item bias, optionally plus a gated last-item transition
+term and a held-out blend.
 
 The transition term (``transition_pairs`` not None) adds ``g(h) . [c > 0, log(1 + c), c / c_row]`` to each
 candidate's score, where ``c`` is how often the candidate directly followed the query's last item in
@@ -113,7 +114,8 @@ class LSTMRecommender(nn.Module):
         # CPU autograd run one small kernel per time step (3-5x slower backward).
         steps = max(int(lengths.max()), 1) if batch else 1
         out, _ = self.rnn(self.dropout(self.item_embedding(aligned[:, :steps])))
-        h = self.projection(self.hidden_dropout(out)) * (positions[:, :steps] < lengths.unsqueeze(1)).unsqueeze(-1)
+        real = (positions[:, :steps] < lengths.unsqueeze(1)).unsqueeze(-1)
+        h = self.projection(self.hidden_dropout(out)) * real
         h = F.pad(h, (0, 0, 0, length - steps))
         # Back to left padding: position j reads aligned position (j - (L - n)) mod L.
         return h.gather(1, ((positions - shift) % length).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
@@ -157,7 +159,8 @@ class LSTMRecommender(nn.Module):
                   history: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores [P, num_items] of every item for states ``h`` [P, D] whose last items are ``last``
         [P] (needed with transitions; ``exclude`` [P]: a pair to leave out of each row's counts)
-        and whose left-padded history windows are ``history`` [P, L] (needed with the blend); padding index 0 gets -inf so it is never chosen."""
+        and whose left-padded history windows are ``history`` [P, L] (needed with the blend);
+        padding index 0 gets -inf so it is never chosen."""
         scores = h @ self.item_embedding.weight.t() + self.item_bias
         if self.uses_transitions:
             scores = scores + self.transition_term(h, self.transition_rows(last, exclude))

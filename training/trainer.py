@@ -29,7 +29,8 @@ from recsys_spark.config import Config
 from recsys_spark.datasets import (ITEM_COUNTS, TRAINING_EXAMPLES, TRANSITIONS, VALIDATION,
                                    DatasetMetadata, dataset_dir)
 from recsys_spark.metrics import ranking_metrics, seen_mask, target_ranks
-from recsys_spark.model import BLEND_FEATURES, BLEND_WEIGHTS, LSTMRecommender, load_model, save_model, warm_start
+from recsys_spark.model import (BLEND_FEATURES, BLEND_WEIGHTS, LSTMRecommender, load_model, save_model,
+                                warm_start)
 from recsys_spark.registry import load_registry, models_root, register
 from recsys_spark.schemas import INPUT, SEEN, TARGET
 from recsys_spark.sequences import VALIDATION_ONLY
