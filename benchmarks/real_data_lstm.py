@@ -28,7 +28,7 @@ event of a seeded 10% of the sessions (its validation targets), the baselines on
 The JSON keeps every earlier run's rows of a dataset under ``history`` when it is re-measured.
 
     .venv/bin/python -m benchmarks.real_data_lstm [--datasets movielens-100k beauty yoochoose]
-        [--tune-trials 8] [--tune-timeout 1200]
+        [--tune-trials 8] [--tune-timeout 1200] [--setups length_buckets one_process]
 """
 from __future__ import annotations
 
@@ -95,6 +95,15 @@ ANCHORS = {
                   "transitions": {"hr@10": 0.5479, "hr@20": 0.5907, "mrr@20": 0.3430}},
 }
 REPORTED = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")
+SETUPS = {
+    # ``--setups``: the shipped defaults trained another way (same model and settings), each an
+    # extra LSTM row with its own speed: name -> (label, overrides).
+    "length_buckets": ("shipped defaults, batches grouped by length (`train.length_buckets=8`, Arrow feed)",
+                       ["train.feed=arrow", "train.length_buckets=8"]),
+    "one_process": ("shipped defaults, 1 process x 2 threads, `train.length_buckets=8`, Arrow feed",
+                    ["train.feed=arrow", "train.length_buckets=8", "train.backend=single",
+                     "train.threads_per_proc=2"]),
+}
 
 
 def _recsys(args: list[str], cwd: Path) -> float:
@@ -185,7 +194,12 @@ def _training(workdir: Path, version: str) -> dict:
         "world_size": trained["world_size"], "loss": trained["loss"]}
 
 
-def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tune_timeout: int) -> dict:
+def _version(variant: str) -> str:
+    return {"defaults": DEFAULTS, "tuned": TUNED}.get(variant, f"bench-{variant}")
+
+
+def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tune_timeout: int,
+                setups: tuple[str, ...] = ()) -> dict:
     fmt, path, own = DATASETS[name]
     overrides = [*COMMON, *own, *extra]
     seconds = {"import": _recsys(["import-events", "--format", fmt, "--path", str(path), *_sets(overrides)], workdir)}
@@ -206,6 +220,10 @@ def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tu
                   "seconds": trials["seconds"], "chosen": trials["best"]["params"],
                   "validation_ndcg@10": {"given": round(trials["given"]["value"], 4),
                                          "tuned": round(trials["best"]["value"], 4)}}
+    for setup in setups:
+        seconds[f"train_{setup}"] = _recsys(["train", "--ds", ds, "--model-version", _version(setup),
+                                             *_sets([*overrides, *SETUPS[setup][1]])], workdir)
+        versions.append(_version(setup))
     meta = json.loads((workdir / "var" / "datasets" / f"ds={ds}" / "metadata.json").read_text())
     start = time.perf_counter()
     if name == "yoochoose":
@@ -220,15 +238,15 @@ def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tu
                    "metrics": r["metrics"], "n_queries": r["n_queries"], "n_skipped": r["n_skipped"],
                    "seconds": r["seconds"]} for r in report]
     seconds["evaluate"] = time.perf_counter() - start
-    similar = [s for s in scored if s["protocol"] == ITEM_TO_ITEM and s["model_version"] != TUNED]
+    similar = [s for s in scored if s["protocol"] == ITEM_TO_ITEM and s["model_version"] == DEFAULTS]
     scored = [s for s in scored if s["protocol"] != ITEM_TO_ITEM]
     models = {s["model_version"]: s for s in scored if s["name"] == "model"}
     return {
         "dataset": name, "ds": ds, "protocol": protocol, "items": meta["num_items"] - 1,
         "training_positions_per_epoch": meta["num_training_positions"],
         "n_queries": models[DEFAULTS]["n_queries"], "n_skipped": models[DEFAULTS]["n_skipped"],
-        "lstm": {"defaults": _rounded(models[DEFAULTS]["metrics"]),
-                 **({"tuned": _rounded(models[TUNED]["metrics"])} if TUNED in models else {})},
+        "lstm": {variant: _rounded(models[_version(variant)]["metrics"])
+                 for variant in ("defaults", "tuned", *setups) if _version(variant) in models},
         "baselines": {s["name"]: _rounded(s["metrics"]) for s in scored if s["name"] != "model"},
         "anchors": ANCHORS[name],
         "item_to_item": {"n_queries": similar[0]["n_queries"], "n_skipped": similar[0]["n_skipped"],
@@ -251,12 +269,13 @@ def markdown(results: list[dict]) -> str:
         if "defaults" not in r["lstm"]:  # a dataset last measured before the two-row table
             r = {**r, "lstm": {"earlier": r["lstm"]}, "training": {"earlier": r["training"]}}
         for variant, metrics in r["lstm"].items():
-            t = r["training"][{"defaults": DEFAULTS, "tuned": TUNED}.get(variant, variant)]
-            how = {"defaults": "shipped defaults", "earlier": "settings set by hand (earlier run)"}.get(variant) or (
-                f"recsys tune: {r['tuning']['trials']} trials ({r['tuning']['pruned']} pruned) in "
-                f"{r['tuning']['seconds']:.0f} s")
+            t = r["training"]["earlier" if variant == "earlier" else _version(variant)]
+            how = {"defaults": "shipped defaults", "earlier": "settings set by hand (earlier run)",
+                   "tuned": "recsys tune: {trials} trials ({pruned} pruned) in {seconds:.0f} s"}.get(
+                variant, SETUPS.get(variant, ("",))[0]).format(**(r["tuning"] or {}))
+            procs = "" if variant in SETUPS else ", 2 Horovod procs"
             rows.append((f"**LSTM, {how}** ({t['epochs_run']} epochs, {t['train_seconds_per_epoch']} s/epoch, "
-                         f"{t['positions_per_second']} pos/s, 2 Horovod procs)", metrics))
+                         f"{t['positions_per_second']} pos/s{procs})", metrics))
         rows += [(name, m) for name, m in r["baselines"].items()]
         rows += [(f"{name} [ANCHORS]", m) for name, m in r["anchors"].items()]
         for system, m in rows:
@@ -306,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="recsys tune's trial budget per dataset (0: no tuned row)")
     parser.add_argument("--tune-timeout", type=int, default=1200,
                         help="recsys tune's time budget per dataset, seconds")
+    parser.add_argument("--setups", nargs="*", default=[], choices=list(SETUPS),
+                        help="also train the shipped defaults these other ways (speed rows)")
     parser.add_argument("--out", default=str(RESULTS / "real_data_lstm.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -313,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         with tempfile.TemporaryDirectory(prefix=f"recsys-lstm-{name}-") as tmp:
             log.info("%s: running the jobs in %s", name, tmp)
-            results.append(run_dataset(name, Path(tmp), args.overrides, args.tune_trials, args.tune_timeout))
+            results.append(run_dataset(name, Path(tmp), args.overrides, args.tune_trials, args.tune_timeout,
+                                       tuple(args.setups)))
             log.info("%s: LSTM %s; baselines %s", name, results[-1]["lstm"], results[-1]["baselines"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,9 @@ class TrainConfig:
     num_proc: int = 2
     threads_per_proc: int = 1
     shuffle_buffer: int = 2000
+    length_buckets: int = 1
+    """Batches are drawn this many at a time and grouped by session length (1: plain random
+    batches): the recurrence runs only as far as a batch's longest row."""
     eval_batch_size: int = 512
     lr_schedule: str = "cosine"
     """Decay after the linear warm-up: cosine or linear (to zero at the last step)."""

@@ -173,33 +173,59 @@ class LSTMRecommender(nn.Module):
     def uses_blend(self) -> bool:
         return "blend" in self.arch
 
-    def blend_features(self, history: Optional[torch.Tensor]) -> list[Optional[torch.Tensor]]:
+    def blend_features(self, history: Optional[torch.Tensor],
+                       include: tuple[bool, ...] = (True,) * len(BLEND_FEATURES)) -> list[Optional[torch.Tensor]]:
         """One [P, num_items] tensor per BLEND_FEATURES for left-padded ``history`` [P, L] (the last
-        item in the last column); None for the transition features of a model without counts."""
+        item in the last column); None for a feature not in ``include`` and for the transition
+        features of a model without counts (each is a dense catalogue-wide tensor: build only what
+        is weighted)."""
         if history is None:
             raise ValueError("a model with the blend needs each query's history")
         history = history.long()
-        in_history = torch.zeros(len(history), self.num_items, device=history.device)
-        in_history.scatter_(1, history, 1.0)
-        is_last = torch.zeros_like(in_history)
-        is_last.scatter_(1, history[:, -1:], 1.0)
-        features: list[Optional[torch.Tensor]] = [is_last, in_history, None, None]
-        if self.has_transition_counts:
+        rows = torch.arange(len(history), device=history.device).unsqueeze(1)
+
+        def indicator(columns: torch.Tensor) -> torch.Tensor:
+            feature = torch.zeros(len(history), self.num_items, device=history.device)
+            feature[rows, columns] = 1.0
+            feature[:, PADDING_IDX] = 0.0
+            return feature
+
+        features: list[Optional[torch.Tensor]] = [None] * len(BLEND_FEATURES)
+        if include[0]:
+            features[0] = indicator(history[:, -1:])
+        if include[1]:
+            features[1] = indicator(history)
+        if self.has_transition_counts and (include[2] or include[3]):
             counts = self.transition_rows(history[:, -1])
-            features[2:] = [(counts > 0).float(), torch.log1p(counts)]
-        for feature in features:
-            if feature is not None:
-                feature[:, PADDING_IDX] = 0.0
+            counts[:, PADDING_IDX] = 0.0
+            features[2] = (counts > 0).float() if include[2] else None
+            features[3] = torch.log1p(counts) if include[3] else None
         return features
 
     def blend_term(self, history: Optional[torch.Tensor]) -> torch.Tensor:
         """The blend [P, num_items] over left-padded ``history`` [P, L]."""
-        features = self.blend_features(history)
-        term = torch.zeros_like(features[0])
-        for weight, feature in zip(self.blend_weights.tolist(), features):
-            if weight and feature is not None:
+        weights = self.blend_weights.tolist()
+        features = self.blend_features(history, tuple(w != 0 for w in weights))
+        term = torch.zeros(len(history), self.num_items, device=history.device)
+        for weight, feature in zip(weights, features):
+            if feature is not None:
                 term = term + weight * feature
         return term
+
+    def blend_at(self, history: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The blend of chosen ``items`` [P, M] after ``history`` [P, L] -> [P, M], from lookups
+        (equals ``blend_term(history).gather(-1, items)`` without catalogue-wide rows)."""
+        history, items = history.long(), items.long()
+        weights = self.blend_weights.tolist()
+        values = [items == history[:, -1:], (items.unsqueeze(-1) == history.unsqueeze(1)).any(-1)]
+        if self.has_transition_counts:
+            counts = self.transition_lookup(history[:, -1], items)
+            values += [counts > 0, torch.log1p(counts)]
+        term = torch.zeros(items.shape, device=items.device)
+        for weight, value in zip(weights, values):
+            if weight:
+                term = term + weight * value.float()
+        return term.masked_fill(items == PADDING_IDX, 0.0)
 
     def _pairs_after(self, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(row, index into the pair buffers) of every stored pair that starts at ``last[row]``."""
@@ -292,7 +318,7 @@ class LSTMRecommender(nn.Module):
             counts = self.transition_lookup(last, items, exclude)
             scores = scores + self.transition_term(h, counts, self.row_totals(last, exclude))
         if self.uses_blend:
-            scores = scores + self.blend_term(history).gather(-1, items)
+            scores = scores + self.blend_at(history, items)
         return scores
 
 

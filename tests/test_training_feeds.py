@@ -20,7 +20,7 @@ from recsys_spark.schemas import INPUT, NEGATIVES, TARGET
 from training import arrow_feed
 from training.arrow_feed import ArrowFeed, list_matrix
 from training.data import make_feed
-from training.feed import TRAIN_FIELDS
+from training.feed import TRAIN_FIELDS, Feed
 from training.petastorm_feed import PetastormFeed, shard_row_counts
 from training.trainer import train
 
@@ -179,6 +179,55 @@ def test_make_feed_follows_the_config_and_bad_names_fail_at_config_time(uneven):
         load_config("local", ["train.feed=foo"])
     with pytest.raises(ConfigError, match="train.backend: expected one of horovod, ddp, single, got 'mpi'"):
         load_config("local", ["train.backend=mpi"])
+
+
+class _ArrayFeed(Feed):
+    """Feed's shared shuffling buffer and length buckets over rows held in memory (one rank)."""
+
+    def __init__(self, rows: dict, length_buckets: int = 1):
+        self.rows = rows
+        super().__init__("memory", [len(rows[INPUT])], BATCH, 0, 1, seed=3, shuffle_buffer=64,
+                         length_buckets=length_buckets)
+
+    def _chunks(self, epoch):
+        for start in range(0, len(self.rows[INPUT]), 50):
+            yield {name: self.rows[name][start:start + 50] for name in TRAIN_FIELDS}
+
+
+def _ragged_rows(n: int = 320) -> dict:
+    """Left-padded windows of 1..WINDOW items, each row unique (its index in the negatives)."""
+    rng = np.random.default_rng(0)
+    inputs, targets = np.zeros((n, WINDOW), np.int64), np.zeros((n, WINDOW), np.int64)
+    for row, length in enumerate(rng.integers(1, WINDOW + 1, n)):
+        inputs[row, WINDOW - length:] = rng.integers(1, 41, length)
+        targets[row, WINDOW - length:] = rng.integers(1, 41, length)
+    negatives = np.column_stack([np.arange(n), rng.integers(1, 41, (n, NUM_NEG - 1))])
+    return {INPUT: inputs, TARGET: targets, NEGATIVES: negatives}
+
+
+def _mean_length_spread(feed: Feed, epoch: int) -> float:
+    lengths = [batch[INPUT].count_nonzero(1) for batch in feed.epoch(epoch)]
+    return float(np.mean([int(b.max() - b.min()) for b in lengths]))
+
+
+def test_length_buckets_batch_similar_lengths_and_keep_every_example_once():
+    rows = _ragged_rows()
+    plain, bucketed = _ArrayFeed(rows), _ArrayFeed(rows, length_buckets=4)
+    assert plain.steps == bucketed.steps == 10
+    for epoch in (0, 1):
+        assert _epoch_examples(bucketed, epoch) == _epoch_examples(plain, epoch) == _examples(rows)
+        assert _mean_length_spread(bucketed, epoch) <= 3.0
+        # twin: plain random batches mix every length
+        assert _mean_length_spread(plain, epoch) >= WINDOW - 2
+    first, again = list(bucketed.epoch(0)), list(bucketed.epoch(0))
+    assert all(torch.equal(a[NEGATIVES], b[NEGATIVES]) for a, b in zip(first, again))  # deterministic
+    with pytest.raises(ValueError, match="length_buckets must be at least 1"):
+        _ArrayFeed(rows, length_buckets=0)
+
+
+def test_make_feed_passes_the_length_buckets(uneven):
+    assert make_feed(TrainConfig(batch_size=BATCH, feed="arrow", length_buckets=4), uneven, 0, 2).length_buckets == 4
+    assert load_config("local", ["train.length_buckets=8"]).train.length_buckets == 8
 
 
 @pytest.mark.card_only

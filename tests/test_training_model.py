@@ -374,6 +374,9 @@ def test_blend_scores_the_history_and_the_counts_and_scorers_agree():
     assert delta[0, 7] == pytest.approx(1 + 2 * math.log(2), abs=1e-5)
     assert delta[1, 9] == pytest.approx(1 + 2 * math.log(6), abs=1e-5)  # 4 -> 9 five times
     assert torch.allclose(delta[1, 1:9], torch.zeros(8), atol=1e-5)  # twin: no count, no term
+    with torch.no_grad():
+        assert torch.allclose(counted.score_items(h, items, history=x), counted.score_next(x).gather(1, items),
+                              atol=1e-5)
 
 
 def test_blend_weights_are_chosen_on_validation_and_saved(tmp_path):
@@ -389,6 +392,10 @@ def test_blend_weights_are_chosen_on_validation_and_saved(tmp_path):
     assert (split_ranks(model, repeats, 2, mask_seen=False) > 1).any()
     weights, metrics = calibrate_blend(model, repeats, 2, False, Comm())
     assert weights[:2] != [0.0, 0.0] and weights[2:] == [0.0, 0.0] and metrics["hr@1"] == 1.0
+    preset = _blend_model((4.0, 4.0, 0.0, 0.0))
+    preset.load_state_dict({**model.state_dict(), "blend_weights": preset.blend_weights})
+    assert calibrate_blend(preset, repeats, 2, False, Comm())[0] == weights  # searched from the bare scores
+    assert preset.blend_weights.tolist() == [4.0, 4.0, 0.0, 0.0]  # and the argument left as it was
     others = {**repeats, TARGET: torch.tensor([11, 12, 13, 14])}
     assert calibrate_blend(model, others, 2, False, Comm())[0] == [0.0, 0.0, 0.0, 0.0]
     model.blend_weights.copy_(torch.tensor(weights))

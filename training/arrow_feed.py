@@ -45,11 +45,11 @@ class ArrowFeed(Feed):
     """This rank's row groups, each read whole per epoch, as fragments found once at construction."""
 
     def __init__(self, path: str | Path, batch_size: int, rank: int, world_size: int, seed: int,
-                 shuffle_buffer: int):
+                 shuffle_buffer: int, length_buckets: int = 1):
         self.row_groups = row_group_fragments(path)
         rows = [group.row_groups[0].num_rows for group in self.row_groups]
         super().__init__(path, shard_sizes(rows, world_size, path), batch_size, rank, world_size, seed,
-                         shuffle_buffer)
+                         shuffle_buffer, length_buckets)
 
     def _chunks(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.row_groups))

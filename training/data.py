@@ -19,9 +19,9 @@ def make_feed(tc: TrainConfig, path: str | Path, rank: int, world_size: int) -> 
     """This rank's feed of ``training_examples`` at ``path``, as ``train.feed`` chooses."""
     if tc.feed == "petastorm":
         return PetastormFeed(path, tc.batch_size, rank, world_size, tc.seed, tc.shuffle_buffer,
-                             tc.reader_workers)
+                             tc.reader_workers, tc.length_buckets)
     if tc.feed == "arrow":
-        return ArrowFeed(path, tc.batch_size, rank, world_size, tc.seed, tc.shuffle_buffer)
+        return ArrowFeed(path, tc.batch_size, rank, world_size, tc.seed, tc.shuffle_buffer, tc.length_buckets)
     raise ValueError(f"train.feed must be petastorm or arrow, got {tc.feed!r}")
 
 

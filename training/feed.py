@@ -60,11 +60,13 @@ class Feed(ABC):
     """
 
     def __init__(self, path: str | Path, shard_rows: Sequence[int], batch_size: int, rank: int,
-                 world_size: int, seed: int, shuffle_buffer: int):
+                 world_size: int, seed: int, shuffle_buffer: int, length_buckets: int = 1):
+        if length_buckets < 1:
+            raise ValueError(f"train.length_buckets must be at least 1, got {length_buckets}")
         self.path = path
         self.shard_rows = list(shard_rows)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.seed, self.shuffle_buffer = seed, shuffle_buffer
+        self.seed, self.shuffle_buffer, self.length_buckets = seed, shuffle_buffer, length_buckets
         self.steps = equal_steps(self.shard_rows, batch_size, path)
 
     @abstractmethod
@@ -74,7 +76,8 @@ class Feed(ABC):
 
     def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, epoch, self.rank])
-        capacity = max(self.shuffle_buffer, self.batch_size)
+        draw = self.length_buckets * self.batch_size
+        capacity = max(self.shuffle_buffer, draw)
         buffer: dict[str, np.ndarray] = {}
         emitted = 0
         chunks = self._chunks(epoch)
@@ -84,25 +87,39 @@ class Feed(ABC):
                     column = chunk[name]
                     buffer[name] = column if name not in buffer else np.concatenate([buffer[name], column])
                 while len(buffer[INPUT]) >= capacity and emitted < self.steps:
-                    yield self._take(buffer, rng)
-                    emitted += 1
+                    for batch in self._take(buffer, rng, min(draw, (self.steps - emitted) * self.batch_size)):
+                        yield batch
+                        emitted += 1
                 if emitted == self.steps:
                     return
             while buffer and len(buffer[INPUT]) >= self.batch_size and emitted < self.steps:
-                yield self._take(buffer, rng)
-                emitted += 1
+                rows = min(draw, len(buffer[INPUT]), (self.steps - emitted) * self.batch_size)
+                for batch in self._take(buffer, rng, rows - rows % self.batch_size):
+                    yield batch
+                    emitted += 1
         finally:
             chunks.close()
         if emitted < self.steps:
             raise RuntimeError(f"rank {self.rank} read only {emitted} of {self.steps} batches from "
                                f"{self.path}: did the dataset change during training?")
 
-    def _take(self, buffer: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def _take(self, buffer: dict[str, np.ndarray], rng: np.random.Generator,
+              rows: int) -> list[dict[str, torch.Tensor]]:
+        """``rows`` (a multiple of batch_size) random rows out of ``buffer`` as batches. With
+        ``length_buckets`` > 1 they are grouped by input length (ties in draw order) and the
+        batches come in a random order: the trainer runs the recurrence only as far as a batch's
+        longest row, and short sessions no longer pay for the long ones they were batched with."""
         n = len(buffer[INPUT])
-        pick = rng.choice(n, size=self.batch_size, replace=False)
+        pick = rng.choice(n, size=rows, replace=False)
         keep = np.ones(n, dtype=bool)
         keep[pick] = False
-        batch = {name: torch.from_numpy(buffer[name][pick]) for name in TRAIN_FIELDS}
+        if self.length_buckets > 1:
+            lengths = np.count_nonzero(buffer[INPUT][pick], axis=1)
+            pick = pick[np.argsort(lengths, kind="stable")]
+        groups = pick.reshape(-1, self.batch_size)
+        if self.length_buckets > 1:
+            groups = groups[rng.permutation(len(groups))]
+        batches = [{name: torch.from_numpy(buffer[name][group]) for name in TRAIN_FIELDS} for group in groups]
         for name in TRAIN_FIELDS:
             buffer[name] = buffer[name][keep]
-        return batch
+        return batches

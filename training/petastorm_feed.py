@@ -61,11 +61,11 @@ class PetastormFeed(Feed):
     (one reader thread by default keeps that order deterministic)."""
 
     def __init__(self, path: str | Path, batch_size: int, rank: int, world_size: int, seed: int,
-                 shuffle_buffer: int, reader_workers: int = 1):
+                 shuffle_buffer: int, reader_workers: int = 1, length_buckets: int = 1):
         self.url = dataset_url(path)
         self.reader_workers = reader_workers
         super().__init__(path, shard_row_counts(path, world_size), batch_size, rank, world_size, seed,
-                         shuffle_buffer)
+                         shuffle_buffer, length_buckets)
 
     def _chunks(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         from petastorm import make_batch_reader

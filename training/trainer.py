@@ -10,6 +10,7 @@ every rank's RNG state in rank 0's checkpoint.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -114,23 +115,23 @@ def calibrate_blend(model: LSTMRecommender, split: dict, batch_size: int, mask_s
     """The blend weights (BLEND_FEATURES) of the grid that maximise the validation
     EARLY_STOP_METRIC of ``model`` (its other parameters fixed), and that split's metrics with
     them. The transition features are searched only for a model with counts that does not learn
-    the term. Collective: every rank scores its own shard and the metrics are averaged."""
+    the term. ``model`` is left as it is (scored through an unblended copy). Collective: every
+    rank scores its own shard and the metrics are averaged."""
     transitions = TRANSITION_GRID if model.has_transition_counts and not model.uses_transitions else (0.0,)
     grid = list(itertools.product(REPEAT_GRID, REPEAT_GRID, transitions, transitions))
-    was_training = model.training
-    model.eval()
-    model.blend_weights.zero_()
+    searched = tuple(any(weights[i] for weights in grid) for i in range(len(BLEND_FEATURES)))
+    unblended = copy.deepcopy(model).eval()
+    unblended.blend_weights.zero_()
     ranks: list[list[np.ndarray]] = [[] for _ in grid]
     for start in range(0, len(split[TARGET]), batch_size):
         rows = slice(start, start + batch_size)
         inputs = torch.as_tensor(split[INPUT][rows]).long()
-        base = model.score_next(inputs)
-        features = [f if f is not None else torch.zeros_like(base) for f in model.blend_features(inputs)]
+        base = unblended.score_next(inputs)
+        features = unblended.blend_features(inputs, searched)
         mask = seen_mask(split[SEEN][rows], model.num_items) if mask_seen else None
         for i, weights in enumerate(grid):
             scores = base + sum(w * f for w, f in zip(weights, features) if w)
             ranks[i].append(target_ranks(scores, split[TARGET][rows], mask).numpy())
-    model.train(was_training)
     metrics = [averaged_metrics(np.concatenate(r) if r else np.zeros(0), comm) for r in ranks]
     best = max(range(len(grid)), key=lambda i: (metrics[i][EARLY_STOP_METRIC], -i))
     return list(grid[best]), metrics[best]
@@ -284,6 +285,10 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
                            tc.shared_negatives)
     validation = read_eval_split(data_dir / VALIDATION, comm.rank, comm.size)
     stopped_early = False
+    # Length-grouped batches hold very different numbers of targets (a batch of one-click
+    # sessions against one of full windows); scaling each batch's mean loss by its share of the
+    # average batch's targets weighs every target alike, as random batches do.
+    mean_batch_positions = tc.batch_size * meta.num_training_positions / max(meta.num_training_examples, 1)
 
     for epoch in range(start_epoch, tc.epochs):
         if bad_epochs >= tc.patience:
@@ -302,11 +307,14 @@ def train(cfg: Config, ds: str, comm: Optional[Comm] = None, resume: bool = Fals
                 optimizer.zero_grad()
                 loss = loss_fn(model, train_model(batch[INPUT]), batch[TARGET], batch["negatives"],
                                batch[INPUT])
+                batch_positions = int(batch[TARGET].count_nonzero())
+                if tc.length_buckets > 1:
+                    loss = loss * (batch_positions / mean_batch_positions)
                 loss.backward()
                 comm.step(model, optimizer, tc.grad_clip)
             scheduler.step()
             loss_sum += loss.item()
-            positions += int(batch[TARGET].count_nonzero())
+            positions += batch_positions
             if progress is not None:
                 progress.step(loss_sum / step, positions * comm.size / (time.perf_counter() - started))
         batches.close()
