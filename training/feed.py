@@ -5,7 +5,8 @@ and :mod:`training.arrow_feed`; :func:`training.data.make_feed` picks one. Both 
 way: row group ``i`` (files in path order, row groups in file order, which is petastorm 0.12.1's
 ``load_row_groups`` order for a Spark-written store) belongs to rank ``i % world_size``. Each rank
 reads its shard once per epoch through the same seeded shuffling buffer (:meth:`Feed.epoch`), so
-the implementations differ only in how a shard's rows arrive (:meth:`Feed._chunks`).
+the implementations differ only in how a shard's rows arrive (:meth:`Feed._chunks`). With
+``train.length_buckets`` > 1 that buffer hands out batches grouped by session length.
 
 Equal steps on every rank: shards differ in size whenever row groups do, and a rank that runs out
 of batches first would leave the others blocked in allreduce, so every rank runs
