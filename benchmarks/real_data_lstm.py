@@ -270,9 +270,12 @@ def markdown(results: list[dict]) -> str:
             r = {**r, "lstm": {"earlier": r["lstm"]}, "training": {"earlier": r["training"]}}
         for variant, metrics in r["lstm"].items():
             t = r["training"]["earlier" if variant == "earlier" else _version(variant)]
-            how = {"defaults": "shipped defaults", "earlier": "settings set by hand (earlier run)",
-                   "tuned": "recsys tune: {trials} trials ({pruned} pruned) in {seconds:.0f} s"}.get(
-                variant, SETUPS.get(variant, ("",))[0]).format(**(r["tuning"] or {}))
+            if variant == "tuned":
+                how = (f"recsys tune: {r['tuning']['trials']} trials ({r['tuning']['pruned']} pruned) in "
+                       f"{r['tuning']['seconds']:.0f} s")
+            else:
+                how = {"defaults": "shipped defaults", "earlier": "settings set by hand (earlier run)"}.get(
+                    variant) or SETUPS[variant][0]
             procs = "" if variant in SETUPS else ", 2 Horovod procs"
             rows.append((f"**LSTM, {how}** ({t['epochs_run']} epochs, {t['train_seconds_per_epoch']} s/epoch, "
                          f"{t['positions_per_second']} pos/s{procs})", metrics))

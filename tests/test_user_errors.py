@@ -38,6 +38,8 @@ CASES = {
     "build-sequences misspelt config key": (["build-sequences", "--ds", NIGHT, "--set", "sequences.windw_length=20"],
                                             1, "sequences.windw_length"),
     "train night without a dataset": (["train", "--ds", NIGHT, *STACK], 3, NIGHT),
+    "train with no length buckets": (["train", "--ds", NIGHT, "--set", "train.length_buckets=0", *STACK], 1,
+                                     "train.length_buckets must be at least 1"),
     "evaluate unknown model version": (["evaluate", "--ds", NIGHT, "--model-version", "v-typo"], 2, "v-typo"),
     "gate unknown model version": (["gate", "--ds", NIGHT, "--model-version", "v-typo"], 2, "v-typo"),
     "score unknown model version": (["score", "--ds", NIGHT, "--model-version", "v-typo"], 3, "v-typo"),

@@ -64,8 +64,11 @@ def stack_conflicts(tc: TrainConfig, version: Callable[[str], Optional[str]] = i
 
 
 def check_stack(tc: TrainConfig, version: Callable[[str], Optional[str]] = installed_version) -> None:
-    """Refuse, before any work, a feed or backend this environment cannot run."""
+    """Refuse, before any work, a feed or backend this environment cannot run, and a batching no
+    environment can (the feed would only find it once the ranks are up)."""
     conflicts = stack_conflicts(tc, version)
+    if tc.length_buckets < 1:
+        conflicts.append(f"train.length_buckets must be at least 1, got {tc.length_buckets}")
     if conflicts:
         raise ConfigError("; ".join(conflicts))
 
