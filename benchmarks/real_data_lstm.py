@@ -95,13 +95,14 @@ ANCHORS = {
                   "transitions": {"hr@10": 0.5479, "hr@20": 0.5907, "mrr@20": 0.3430}},
 }
 REPORTED = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")
-ONE_PROCESS = ["train.feed=arrow", "train.length_buckets=8", "train.backend=single", "train.threads_per_proc=2"]
+LENGTH_BUCKETS = ["train.feed=arrow", "train.length_buckets=8"]
+ONE_PROCESS = [*LENGTH_BUCKETS, "train.backend=single", "train.threads_per_proc=2"]
 SETUPS = {
     # ``--setups``: the shipped defaults, or the settings ``recsys tune`` chose, trained another way
     # (same model and settings), each an extra LSTM row with its own speed:
     # name -> (label, overrides, the settings it starts from).
     "length_buckets": ("shipped defaults, batches grouped by length (`train.length_buckets=8`, Arrow feed)",
-                       ["train.feed=arrow", "train.length_buckets=8"], "defaults"),
+                       LENGTH_BUCKETS, "defaults"),
     "one_process": ("shipped defaults, 1 process x 2 threads, `train.length_buckets=8`, Arrow feed",
                     ONE_PROCESS, "defaults"),
     "tuned_one_process": ("settings of `recsys tune`, 1 process x 2 threads, `train.length_buckets=8`, Arrow feed",
