@@ -5,12 +5,12 @@ catalogue, and a production model of the shipped architecture (128/256 LSTM, win
 random: the cost of scoring does not depend on them) are laid out as the nightly leaves them. Then
 the real query runs (long-running, ``stream.trigger_seconds`` 0.5) while a producer writes JSON-lines
 files of uniformly drawn users and popularity-drawn items at 100, 1,000 and 5,000 events/s for
-``--seconds``, after one untimed warm-up micro-batch. Per run: the events/s the stream sustained, and the latency from a file landing (its
+``--seconds``, after ``--warmup-seconds`` (10) of the same traffic, untimed. Per run: the events/s the stream sustained, and the latency from a file landing (its
 rename into the landing directory) to its users' rows being committed (readable), p50/p95/max over
 events. A run whose latency keeps growing has saturated: what it processed per second is then the
 ceiling. Writes benchmarks/results/live.json (and a PNG of latency over time per run).
 
-usage: python -m benchmarks.bench_live [--seconds 60] [--rates 100 1000 5000] [--catalogues 3000 50000]
+usage: python -m benchmarks.bench_live [--seconds 60] [--warmup-seconds 10] [--rates 100 1000 5000] [--catalogues 3000 50000]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from recsys_spark import schemas as S
 from recsys_spark.build import ITEM_INDEX
 from recsys_spark.config import load_config
 from recsys_spark.datasets import DatasetMetadata, dataset_dir
-from recsys_spark.emit import emit_traffic, event, write_event_file
+from recsys_spark.emit import emit_traffic
 from recsys_spark.live import LiveStream, landing_dir, stream_dir
 from recsys_spark.model import LSTMRecommender, save_model
 from recsys_spark.published import RECOMMENDATIONS, write_record
@@ -83,7 +83,8 @@ def lay_out_night(spark, cfg, n_items: int, seed: int) -> tuple[np.ndarray, np.n
 def file_batches(checkpoint: Path) -> dict[str, int]:
     """Which micro-batch took each landed file, from the file source's log in the checkpoint."""
     out = {}
-    for log in (checkpoint / "sources" / "0").iterdir():
+    sources = checkpoint / "sources" / "0"
+    for log in (sources.iterdir() if sources.exists() else ()):
         if log.name.startswith("."):
             continue
         for line in log.read_text().splitlines()[1:]:
@@ -92,7 +93,8 @@ def file_batches(checkpoint: Path) -> dict[str, int]:
     return out
 
 
-def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate: float, seconds: float) -> dict:
+def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate: float, seconds: float,
+            warmup_seconds: float) -> dict:
     name = f"c{n_items}_r{int(rate)}"
     cfg = load_config("local", [*base_overrides, f"storage.root={workdir / name}",
                                 f"storage.database=live_{name}", "stream.trigger_seconds=0.5",
@@ -102,12 +104,19 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
     stream = LiveStream(spark, cfg).start()
     progress = stream_dir(cfg) / "progress.jsonl"
     # Warm-up, not timed: the first micro-batch loads the night (scorer, vocabulary, states) and
-    # starts the Python workers once per stream.
-    write_event_file(landing_dir(cfg), [event(users[0], items[0], dt.datetime.now(dt.timezone.utc))], "warm-up")
-    while not progress.exists():
-        time.sleep(0.2)
-    landed: list[tuple[str, int, float]] = []
+    # starts the Python workers; the next few still run slower (JIT, the second worker), so the stream
+    # first folds warmup_seconds of the same traffic, and only the micro-batches after it count.
     files_per_second = 2.0
+    warm = []
+    emit_traffic(landing_dir(cfg), users, items, weights, rate, warmup_seconds, files_per_second, 0,
+                 on_file=lambda path, n, at: warm.append(path.name))
+    while not set(warm) <= set(file_batches(stream_dir(cfg) / "checkpoint")) or not progress.exists():
+        time.sleep(0.2)
+    warm_batches = set(file_batches(stream_dir(cfg) / "checkpoint").values())
+    while not warm_batches <= {json.loads(line)["batch"] for line in progress.read_text().splitlines()}:
+        time.sleep(0.2)
+    first_timed = max(warm_batches) + 1
+    landed: list[tuple[str, int, float]] = []
     emitter = threading.Thread(target=emit_traffic, args=(landing_dir(cfg), users, items, weights, rate, seconds,
                                                          files_per_second, 1),
                                kwargs={"on_file": lambda path, n, at: landed.append((path.name, n, at))})
@@ -123,7 +132,7 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
         time.sleep(1)
     stream.stop()
     batches = file_batches(stream_dir(cfg) / "checkpoint")
-    summaries = {s["batch"]: s for s in map(json.loads, progress.read_text().splitlines())}
+    summaries = {s["batch"]: s for s in map(json.loads, progress.read_text().splitlines()) if s["batch"] >= first_timed}
     latencies, weights_n, timeline, processed = [], [], [], 0
     for file, n, at in landed:
         summary = summaries.get(batches.get(file, -1))
@@ -167,6 +176,16 @@ def saturated(timeline: list[tuple[float, float]], unfinished: bool, sustained: 
     return statistics.median(latencies[-quarter:]) > 2 * statistics.median(latencies[:quarter]) + 2
 
 
+def previous_runs(path: Path) -> list[dict]:
+    """The earlier results' rows (without their timelines), so a re-measurement keeps what it replaces."""
+    if not path.exists():
+        return []
+    before = json.loads(path.read_text())
+    rows = [{k: v for k, v in r.items() if k != "timeline"} | {"measured": before.get("measured", "2026-12-02")}
+            for r in before["runs"]]
+    return before.get("history", []) + rows
+
+
 def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -189,6 +208,8 @@ def plot(runs: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--warmup-seconds", type=float, default=10,
+                        help="untimed traffic at the run's rate before the timed part")
     parser.add_argument("--rates", type=float, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--catalogues", type=int, nargs="+", default=[3000, 50000])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "live.json")
@@ -198,12 +219,13 @@ def main() -> None:
                  f"spark.metastore_dir={workdir / 'metastore'}",
                  "spark.conf={spark.sql.shuffle.partitions: '4', spark.driver.memory: 6g}"]
     spark = get_spark(load_config("local", overrides))
-    runs = [one_run(spark, overrides, workdir, n_items, rate, args.seconds)
+    runs = [one_run(spark, overrides, workdir, n_items, rate, args.seconds, args.warmup_seconds)
             for n_items in args.catalogues for rate in args.rates]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": "2 cores, 24 GiB; Spark local[2]", "users": USERS,
                                     "window_length": WINDOW, "model": "LSTM 128/256, full softmax",
-                                    "trigger_seconds": 0.5, "runs": runs}, indent=1))
+                                    "trigger_seconds": 0.5, "measured": dt.date.today().isoformat(),
+                                    "runs": runs, "history": previous_runs(args.out)}, indent=1))
     plot(runs, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
