@@ -89,7 +89,7 @@ nightly: install
 # and the stack_independent ones (they drive .venv-current in subprocesses: the card run already ran
 # them); the others take the feed and backend this venv runs (tests/_stack.py).
 test: install airflow-venv
-	$(BIN)/python -m pytest -q -m "$(TEST_MARKERS)"
+	$(BIN)/python -m pytest -q -m "$(TEST_MARKERS)" --durations=20
 
 reliability-mutations: install
 	$(BIN)/python -m pytest -q -s -m mutation tests/reliability/test_protections_matter.py

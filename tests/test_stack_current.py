@@ -105,7 +105,7 @@ def test_make_test_on_the_current_stack_runs_all_but_the_card_only_tests():
     dry = subprocess.run(["make", "-n", "--no-print-directory", "test", "STACK=current"], cwd=ROOT,
                          capture_output=True, text=True, check=True, env=env)
     markers = "not benchmark and not mutation and not cluster and not card_only and not stack_independent"
-    assert dry.stdout.strip().splitlines()[-1] == f'.venv-current/bin/python -m pytest -q -m "{markers}"'
+    assert dry.stdout.strip().splitlines()[-1] == f'.venv-current/bin/python -m pytest -q -m "{markers}" --durations=20'
     assert "airflow_venv.sh .venv-airflow3 3" in dry.stdout  # the DAG on Airflow 3 there
     everything = _collected(PYTHON, "-m", "not benchmark and not mutation and not cluster")
     run = _collected(PYTHON, "-m", markers)
