@@ -5,12 +5,13 @@ catalogue, and a production model of the shipped architecture (128/256 LSTM, win
 random: the cost of scoring does not depend on them) are laid out as the nightly leaves them. Then
 the real query runs (long-running, ``stream.trigger_seconds`` 0.5) while a producer writes JSON-lines
 files of uniformly drawn users and popularity-drawn items at 100, 1,000 and 5,000 events/s for
-``--seconds``, after ``--warmup-seconds`` (10) of the same traffic, untimed. Per run: the events/s the stream sustained, and the latency from a file landing (its
-rename into the landing directory) to its users' rows being committed (readable), p50/p95/max over
-events. A run whose latency keeps growing has saturated: what it processed per second is then the
-ceiling. Writes benchmarks/results/live.json (and a PNG of latency over time per run).
+``--seconds``, after ``--warmup-seconds`` (10) of the same traffic, untimed. Per run: the events/s the
+stream sustained, and the latency from a file landing (its rename into the landing directory) to its
+users' rows being committed (readable), p50/p95/max over events. A run whose latency keeps growing
+has saturated: what it processed per second is then the ceiling. Writes benchmarks/results/live.json (and a PNG of latency over time per run).
 
-usage: python -m benchmarks.bench_live [--seconds 60] [--warmup-seconds 10] [--rates 100 1000 5000] [--catalogues 3000 50000]
+usage: python -m benchmarks.bench_live [--seconds 60] [--warmup-seconds 10] [--rates 100 1000 5000]
+                                       [--catalogues 3000 50000]
 """
 from __future__ import annotations
 
@@ -93,6 +94,14 @@ def file_batches(checkpoint: Path) -> dict[str, int]:
     return out
 
 
+def all_folded(cfg, names: list[str]) -> bool:
+    """Every named landed file was taken by a micro-batch that has committed (is in the progress log)."""
+    progress = stream_dir(cfg) / "progress.jsonl"
+    done = {json.loads(line)["batch"] for line in progress.read_text().splitlines()} if progress.exists() else set()
+    batches = file_batches(stream_dir(cfg) / "checkpoint")
+    return all(batches.get(name) in done for name in names)
+
+
 def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate: float, seconds: float,
             warmup_seconds: float) -> dict:
     name = f"c{n_items}_r{int(rate)}"
@@ -110,12 +119,10 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
     warm = []
     emit_traffic(landing_dir(cfg), users, items, weights, rate, warmup_seconds, files_per_second, 0,
                  on_file=lambda path, n, at: warm.append(path.name))
-    while not set(warm) <= set(file_batches(stream_dir(cfg) / "checkpoint")) or not progress.exists():
+    while not all_folded(cfg, warm):
         time.sleep(0.2)
-    warm_batches = set(file_batches(stream_dir(cfg) / "checkpoint").values())
-    while not warm_batches <= {json.loads(line)["batch"] for line in progress.read_text().splitlines()}:
-        time.sleep(0.2)
-    first_timed = max(warm_batches) + 1
+    taken = file_batches(stream_dir(cfg) / "checkpoint")
+    first_timed = max(taken[name] for name in warm) + 1
     landed: list[tuple[str, int, float]] = []
     emitter = threading.Thread(target=emit_traffic, args=(landing_dir(cfg), users, items, weights, rate, seconds,
                                                          files_per_second, 1),
@@ -125,9 +132,7 @@ def one_run(spark, base_overrides: list[str], workdir: Path, n_items: int, rate:
     emitter.join()
     deadline = time.time() + max(60.0, seconds)
     while time.time() < deadline:  # let it catch up, but not forever once saturated
-        batches = file_batches(stream_dir(cfg) / "checkpoint")
-        done = {json.loads(line)["batch"] for line in progress.read_text().splitlines()} if progress.exists() else set()
-        if all(batches.get(f) in done for f, _, _ in landed):
+        if all_folded(cfg, [f for f, _, _ in landed]):
             break
         time.sleep(1)
     stream.stop()
