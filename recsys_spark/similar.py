@@ -40,8 +40,8 @@ from recsys_spark.evaluation import (BASELINE_VERSION, MODEL_NAME, TEST, EvalRes
                                      evaluate)
 from recsys_spark.publish import Contract, check_lists, publish_night
 from recsys_spark.published import SIMILAR_ITEMS
-from recsys_spark.scoring import (GENERATED_AT, MODEL_VERSION, REC_STRUCT, ModelPayload, id_lookup,
-                                  popularity_list, rec_lists, score_in_batches)
+from recsys_spark.scoring import (GENERATED_AT, MODEL_VERSION, REC_STRUCT, ModelPayload, broadcast_scoring,
+                                  id_lookup, popularity_list, rec_lists, score_in_batches)
 from recsys_spark.sequences import day_end
 from recsys_spark.serve import resolve_model
 
@@ -111,8 +111,9 @@ def score_similar(items: DataFrame, payload: ModelPayload, item_ids: np.ndarray,
     def batch(frame, model, ids, pop, pop_scores, block, version):
         return _similar_batch(frame, model, ids, pop, pop_scores, block, spec, version)
 
-    return score_in_batches(items.select(S.ITEM_ID, S.ITEM_IDX), payload,
-                            (item_ids, popular, popular_scores, blocked), spec.batch_size, spec.threads,
+    shared = broadcast_scoring(items.sparkSession.sparkContext, payload,
+                               (item_ids, popular, popular_scores, blocked))
+    return score_in_batches(items.select(S.ITEM_ID, S.ITEM_IDX), shared, spec.batch_size, spec.threads,
                             batch, SIMILAR_SCORED_SCHEMA)
 
 

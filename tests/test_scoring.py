@@ -14,8 +14,9 @@ from recsys_spark.model import LSTMRecommender, save_model
 from recsys_spark.publish import (PublishError, partition_location, recommendations_table, stage,
                                   stage_and_publish)
 from recsys_spark.published import read_record, read_user
-from recsys_spark.scoring import (GENERATED_AT, SCORED_SCHEMA, ModelPayload, ScoringSpec, id_lookup,
-                                  popularity_list, score_users, scoring_inputs)
+from recsys_spark.scoring import (GENERATED_AT, SCORED_SCHEMA, ModelPayload, ScoringSpec, broadcast_scoring,
+                                  history_lengths, id_lookup, popularity_list, score_in_batches, score_users,
+                                  scoring_inputs)
 
 DB = "score_test"
 N_MODEL_ITEMS = 7  # the model knows indices 1..6; index 7 is newer than the model
@@ -92,6 +93,25 @@ def test_output_independent_of_partitioning(spark, model_dir, index):
     many = run_scoring(spark, model_dir, index, rows, partitions=7)
     assert_df_equality(one, many, ignore_row_order=True)
 
+
+
+def test_batches_hold_rows_of_close_history_length_and_rows_keep_their_order(spark, model_dir):
+    """The LSTM runs a batch to its longest row: batching by length saves steps, and must not reorder."""
+    lengths = [1, 4, 2, 3, 4, 1, 3, 2]
+    rows = spark.createDataFrame([(f"u{k}", [0] * (4 - n) + [1] * n) for k, n in enumerate(lengths)],
+                                 f"{S.USER_ID} string, {S.INPUT} array<int>").coalesce(1)
+
+    def length_spread(frame, model, version):
+        n = history_lengths(frame)
+        return pd.DataFrame({S.USER_ID: frame[S.USER_ID].to_numpy(), "spread": n.max() - n.min()})
+
+    shared = broadcast_scoring(spark.sparkContext, ModelPayload.from_artifact("v1", model_dir), ())
+    schema = f"{S.USER_ID} string, spread long"
+    by_length = score_in_batches(rows, shared, 2, 1, length_spread, schema, batch_by=history_lengths).collect()
+    assert [r[S.USER_ID] for r in by_length] == [f"u{k}" for k in range(len(lengths))]
+    assert {r.spread for r in by_length} == {0}
+    as_given = score_in_batches(rows, shared, 2, 1, length_spread, schema).collect()
+    assert max(r.spread for r in as_given) == 3
 
 # --- publish ---------------------------------------------------------------------------------------
 
