@@ -108,30 +108,6 @@ def rec_lists(item_ids: np.ndarray, top: np.ndarray, scores: np.ndarray) -> list
             for row, vals in zip(top, scores)]
 
 
-def score_users(inputs: DataFrame, payload: ModelPayload, item_ids: np.ndarray, popular: np.ndarray,
-                popular_scores: np.ndarray, blocked: np.ndarray, spec: ScoringSpec,
-                carry: tuple[T.StructField, ...] = (), shared: Optional[Shared] = None) -> DataFrame:
-    """Top-k per user of ``inputs`` (user_id, input, seen): the model's list, or the popularity list
-    (``source = 'fallback'``) when fewer than ``min_history`` of the user's items are known to the model.
-
-    ``item_ids[idx]`` maps indices back to ids; ``popular`` holds item indices by popularity; seen
-    (if ``mask_seen``), ``blocked`` and padding items are never recommended. ``carry``: columns of
-    ``inputs`` passed through to the output unchanged (saves a join back). ``shared``: the model and
-    these arrays already broadcast (:func:`broadcast_scoring`), for a caller that scores many times."""
-    names = [f.name for f in carry]
-
-    def batch(frame, model, ids, pop, pop_scores, block, version):
-        scored = _score_batch(frame, model, model.num_items, ids, pop, pop_scores, block, spec, version)
-        for name in names:
-            scored[name] = frame[name].to_numpy()
-        return scored
-
-    shared = shared or broadcast_scoring(inputs.sparkSession.sparkContext, payload,
-                                         (item_ids, popular, popular_scores, blocked))
-    return score_in_batches(inputs, shared, spec.batch_size, spec.threads, batch,
-                            T.StructType(SCORED_SCHEMA.fields + list(carry)), batch_by=history_lengths)
-
-
 @dataclass(frozen=True)
 class Shared:
     """The model payload and the item arrays as broadcast variables: sent to each executor once."""
@@ -143,8 +119,32 @@ class Shared:
         self.items.destroy()
 
 
-def broadcast_scoring(sc: SparkContext, payload: ModelPayload, items: tuple) -> Shared:
-    return Shared(sc.broadcast(payload), sc.broadcast(items))
+def broadcast_scoring(sc: SparkContext, payload: ModelPayload, item_ids: np.ndarray, popular: np.ndarray,
+                      popular_scores: np.ndarray, blocked: np.ndarray) -> Shared:
+    """What :func:`score_users` needs besides the users, broadcast once: a caller that scores many
+    times (the live refresh, every micro-batch) keeps it (a 50k-item model is tens of MB)."""
+    return Shared(sc.broadcast(payload), sc.broadcast((item_ids, popular, popular_scores, blocked)))
+
+
+def score_users(inputs: DataFrame, shared: Shared, spec: ScoringSpec,
+                carry: tuple[T.StructField, ...] = ()) -> DataFrame:
+    """Top-k per user of ``inputs`` (user_id, input, seen): the model's list, or the popularity list
+    (``source = 'fallback'``) when fewer than ``min_history`` of the user's items are known to the model.
+
+    ``shared``: the model and the item arrays (:func:`broadcast_scoring`): ``item_ids[idx]`` maps
+    indices back to ids; ``popular`` holds item indices by popularity; seen (if ``mask_seen``),
+    ``blocked`` and padding items are never recommended. ``carry``: columns of ``inputs`` passed
+    through to the output unchanged (saves a join back)."""
+    names = [f.name for f in carry]
+
+    def batch(frame, model, ids, pop, pop_scores, block, version):
+        scored = _score_batch(frame, model, model.num_items, ids, pop, pop_scores, block, spec, version)
+        for name in names:
+            scored[name] = frame[name].to_numpy()
+        return scored
+
+    return score_in_batches(inputs, shared, spec.batch_size, spec.threads, batch,
+                            T.StructType(SCORED_SCHEMA.fields + list(carry)), batch_by=history_lengths)
 
 
 def history_lengths(frame: pd.DataFrame) -> np.ndarray:

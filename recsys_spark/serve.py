@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -51,32 +51,19 @@ class NightScorer:
     ds: str
     version: str
     window_length: int
-    payload: ModelPayload
-    item_ids: np.ndarray
-    popular: np.ndarray
-    popular_scores: np.ndarray
-    blocked: np.ndarray
+    shared: Shared
     spec: ScoringSpec
     partitions: int
-    _shared: list[Shared] = field(default_factory=list, compare=False, repr=False)
 
     def score(self, sequences: DataFrame, carry: tuple[T.StructField, ...] = (),
               partitions: Optional[int] = None) -> DataFrame:
-        """(user_id, item_idx history, *carry) -> (user_id, recs, source, model_version, *carry).
-        The model and item arrays are broadcast on the first call only: the live refresh scores
-        every micro-batch with the same scorer (a 50k-item model is tens of MB)."""
-        if not self._shared:
-            self._shared.append(broadcast_scoring(sequences.sparkSession.sparkContext, self.payload,
-                                                  (self.item_ids, self.popular, self.popular_scores, self.blocked)))
+        """(user_id, item_idx history, *carry) -> (user_id, recs, source, model_version, *carry)."""
         users = scoring_inputs(sequences, self.window_length, tuple(f.name for f in carry))
-        return score_users(users.repartition(partitions or self.partitions, S.USER_ID), self.payload,
-                           self.item_ids, self.popular, self.popular_scores, self.blocked, self.spec, carry,
-                           shared=self._shared[0])
+        return score_users(users.repartition(partitions or self.partitions, S.USER_ID), self.shared, self.spec, carry)
 
     def release(self) -> None:
-        """Free the broadcast copies (a live refresh moving to a new night's scorer)."""
-        while self._shared:
-            self._shared.pop().destroy()
+        """Free the broadcast model and arrays (a live refresh moving to a new night's scorer)."""
+        self.shared.destroy()
 
 
 def night_scorer(spark: SparkSession, cfg: Config, ds: str, model_version: Optional[str] = None) -> NightScorer:
@@ -89,8 +76,9 @@ def night_scorer(spark: SparkSession, cfg: Config, ds: str, model_version: Optio
     spec = ScoringSpec(k=sc.k, mask_seen=sc.mask_seen, min_history=sc.min_history,
                        batch_size=sc.batch_size,
                        threads=int(spark.conf.get("spark.task.cpus", "1")))
-    return NightScorer(ds, version, window, ModelPayload.from_artifact(version, artifact), id_lookup(index),
-                       popular, popular_scores, np.array(sorted(blocked), dtype=np.int64), spec, sc.partitions)
+    shared = broadcast_scoring(spark.sparkContext, ModelPayload.from_artifact(version, artifact), id_lookup(index),
+                               popular, popular_scores, np.array(sorted(blocked), dtype=np.int64))
+    return NightScorer(ds, version, window, shared, spec, sc.partitions)
 
 
 def score_night(spark: SparkSession, cfg: Config, ds: str, model_version: Optional[str] = None) -> dict:
@@ -111,4 +99,5 @@ def score_night(spark: SparkSession, cfg: Config, ds: str, model_version: Option
                                ds, sc.k, sc.mask_seen, sc.row_count_band, sc.partitions,
                                storage_root=cfg.storage.root, model_version=scorer.version)
     sequences.unpersist()
+    scorer.release()
     return {"model_version": scorer.version, **result}

@@ -111,8 +111,7 @@ def score_similar(items: DataFrame, payload: ModelPayload, item_ids: np.ndarray,
     def batch(frame, model, ids, pop, pop_scores, block, version):
         return _similar_batch(frame, model, ids, pop, pop_scores, block, spec, version)
 
-    shared = broadcast_scoring(items.sparkSession.sparkContext, payload,
-                               (item_ids, popular, popular_scores, blocked))
+    shared = broadcast_scoring(items.sparkSession.sparkContext, payload, item_ids, popular, popular_scores, blocked)
     return score_in_batches(items.select(S.ITEM_ID, S.ITEM_IDX), shared, spec.batch_size, spec.threads,
                             batch, SIMILAR_SCORED_SCHEMA)
 

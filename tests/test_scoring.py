@@ -51,8 +51,9 @@ def run_scoring(spark, model_dir, index, rows, k=3, partitions=2, blocked=(), mi
     inputs = scoring_inputs(sequences(spark, rows), window_length=4).repartition(partitions)
     popular, pop_scores = popularity_list(index, set(blocked), k + 10)
     spec = ScoringSpec(k=k, mask_seen=True, min_history=min_history, batch_size=2, threads=1)
-    return score_users(inputs, ModelPayload.from_artifact("v1", model_dir), id_lookup(index), popular, pop_scores,
-                       np.array(sorted(blocked), dtype=np.int64), spec)
+    shared = broadcast_scoring(spark.sparkContext, ModelPayload.from_artifact("v1", model_dir), id_lookup(index),
+                               popular, pop_scores, np.array(sorted(blocked), dtype=np.int64))
+    return score_users(inputs, shared, spec)
 
 
 def recs(*items_scores):
@@ -101,11 +102,12 @@ def test_batches_hold_rows_of_close_history_length_and_rows_keep_their_order(spa
     rows = spark.createDataFrame([(f"u{k}", [0] * (4 - n) + [1] * n) for k, n in enumerate(lengths)],
                                  f"{S.USER_ID} string, {S.INPUT} array<int>").coalesce(1)
 
-    def length_spread(frame, model, version):
+    def length_spread(frame, model, *arrays_and_version):
         n = history_lengths(frame)
         return pd.DataFrame({S.USER_ID: frame[S.USER_ID].to_numpy(), "spread": n.max() - n.min()})
 
-    shared = broadcast_scoring(spark.sparkContext, ModelPayload.from_artifact("v1", model_dir), ())
+    nothing = np.zeros(0, dtype=np.int64)
+    shared = broadcast_scoring(spark.sparkContext, ModelPayload.from_artifact("v1", model_dir), *[nothing] * 4)
     schema = f"{S.USER_ID} string, spread long"
     by_length = score_in_batches(rows, shared, 2, 1, length_spread, schema, batch_by=history_lengths).collect()
     assert [r[S.USER_ID] for r in by_length] == [f"u{k}" for k in range(len(lengths))]
@@ -269,9 +271,9 @@ def test_spark_scores_of_a_transition_model_equal_the_evaluators(spark, tmp_path
     rows = [("u1", [2, 1]), ("u2", [3, 2]), ("u3", [4, 3, 1])]
     popular, pop_scores = popularity_list(index, set(), 13)
     spec = ScoringSpec(k=3, mask_seen=True, min_history=1, batch_size=2, threads=1)
-    scored = score_users(scoring_inputs(sequences(spark, rows), window_length=4).repartition(2),
-                         ModelPayload.from_artifact(version, tmp_path / "models" / version),
-                         id_lookup(index), popular, pop_scores, np.zeros(0, dtype=np.int64), spec)
+    shared = broadcast_scoring(spark.sparkContext, ModelPayload.from_artifact(version, tmp_path / "models" / version),
+                               id_lookup(index), popular, pop_scores, np.zeros(0, dtype=np.int64))
+    scored = score_users(scoring_inputs(sequences(spark, rows), window_length=4).repartition(2), shared, spec)
     got = {r.user_id: [x.item_id for x in r.recs] for r in scored.collect()}
     score = model_scorer(tmp_path, version, N_MODEL_ITEMS)
     inputs = torch.tensor([[0] * (4 - len(items)) + items for _, items in rows])
