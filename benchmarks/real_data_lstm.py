@@ -28,7 +28,10 @@ event of a seeded 10% of the sessions (its validation targets), the baselines on
 The JSON keeps every earlier run's rows of a dataset under ``history`` when it is re-measured.
 
     .venv/bin/python -m benchmarks.real_data_lstm [--datasets movielens-100k beauty yoochoose]
-        [--tune-trials 8] [--tune-timeout 1200] [--setups length_buckets one_process]
+        [--tune-trials 8] [--tune-timeout 1200] [--setups length_buckets one_process recorded]
+
+``--setups recorded`` adds a row trained with ``benchmarks/settings/<dataset>.yaml``: the best settings
+measured on that dataset so far, each file saying where its values came from.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ from recsys_spark.similar import ITEM_TO_ITEM
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "results"
+# Per dataset, the best settings measured so far, with their provenance: ``--setups recorded``.
+RECORDED = ROOT / "benchmarks" / "settings"
 RECSYS = Path(sys.executable).parent / "recsys"
 DEFAULTS, TUNED = "bench-defaults", "bench-tuned"
 log = logging.getLogger("benchmark")
@@ -99,7 +104,7 @@ LENGTH_BUCKETS = ["train.feed=arrow", "train.length_buckets=8"]
 ONE_PROCESS = [*LENGTH_BUCKETS, "train.backend=single", "train.threads_per_proc=2"]
 SETUPS = {
     # ``--setups``: the shipped defaults, or the settings ``recsys tune`` chose, trained another way
-    # (same model and settings), each an extra LSTM row with its own speed:
+    # (same model and settings), each an extra LSTM row with its own speed, or the recorded settings:
     # name -> (label, overrides, the settings it starts from).
     "length_buckets": ("shipped defaults, batches grouped by length (`train.length_buckets=8`, Arrow feed)",
                        LENGTH_BUCKETS, "defaults"),
@@ -107,6 +112,8 @@ SETUPS = {
                     ONE_PROCESS, "defaults"),
     "tuned_one_process": ("settings of `recsys tune`, 1 process x 2 threads, `train.length_buckets=8`, Arrow feed",
                           ONE_PROCESS, "tuned"),
+    "recorded": ("recorded settings (`benchmarks/settings/<dataset>.yaml`), 1 process x 2 threads, "
+                 "`train.length_buckets=8`, Arrow feed", ONE_PROCESS, "recorded"),
 }
 
 
@@ -211,22 +218,23 @@ def run_dataset(name: str, workdir: Path, extra: list[str], tune_trials: int, tu
     seconds["build_sequences"] = _recsys(["build-sequences", "--ds", ds, *_sets(overrides)], workdir)
     seconds["train_defaults"] = _recsys(["train", "--ds", ds, "--model-version", DEFAULTS, *_sets(overrides)], workdir)
     versions = [DEFAULTS]
-    tuning = None
+    tuning = tuned_overlay = None
     if tune_trials:
         budget = [f"tune.trials={tune_trials}", f"tune.timeout_s={tune_timeout}"]
         seconds["tune"] = _recsys(["tune", "--ds", ds, *_sets([*overrides, *budget])], workdir)
-        overlay = workdir / "var" / "tuning" / f"ds={ds}" / "tuned.yaml"
+        tuned_overlay = workdir / "var" / "tuning" / f"ds={ds}" / "tuned.yaml"
         seconds["train_tuned"] = _recsys(["train", "--ds", ds, "--model-version", TUNED, "--overlay",
-                                          str(overlay), *_sets(overrides)], workdir)
+                                          str(tuned_overlay), *_sets(overrides)], workdir)
         versions.append(TUNED)
-        trials = json.loads((overlay.parent / "trials.json").read_text())
+        trials = json.loads((tuned_overlay.parent / "trials.json").read_text())
         tuning = {"budget": trials["budget"], "trials": trials["n_trials"], "pruned": trials["n_pruned"],
                   "seconds": trials["seconds"], "chosen": trials["best"]["params"],
                   "validation_ndcg@10": {"given": round(trials["given"]["value"], 4),
                                          "tuned": round(trials["best"]["value"], 4)}}
     for setup in setups:
         _, setup_overrides, start_from = SETUPS[setup]
-        overlay_args = ["--overlay", str(overlay)] if start_from == "tuned" else []
+        overlay_file = {"tuned": tuned_overlay, "recorded": RECORDED / f"{name}.yaml"}.get(start_from)
+        overlay_args = ["--overlay", str(overlay_file)] if overlay_file else []
         seconds[f"train_{setup}"] = _recsys(["train", "--ds", ds, "--model-version", _version(setup), *overlay_args,
                                              *_sets([*overrides, *setup_overrides])], workdir)
         versions.append(_version(setup))
@@ -281,7 +289,7 @@ def markdown(results: list[dict]) -> str:
                        f"{r['tuning']['seconds']:.0f} s")
             else:
                 how = {"defaults": "shipped defaults", "earlier": "settings set by hand (earlier run)"}.get(
-                    variant) or SETUPS[variant][0]
+                    variant) or SETUPS[variant][0].replace("<dataset>", r["dataset"])
             procs = "" if variant in SETUPS else ", 2 Horovod procs"
             rows.append((f"**LSTM, {how}** ({t['epochs_run']} epochs, {t['train_seconds_per_epoch']} s/epoch, "
                          f"{t['positions_per_second']} pos/s{procs})", metrics))
@@ -325,6 +333,11 @@ def similar_markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unrecorded(datasets: list[str]) -> list[str]:
+    """The datasets without a ``benchmarks/settings/<dataset>.yaml`` for ``--setups recorded``."""
+    return [d for d in datasets if not (RECORDED / f"{d}.yaml").is_file()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -340,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.tune_trials and any(SETUPS[setup][2] == "tuned" for setup in args.setups):
         parser.error("a set-up of the tuned settings needs --tune-trials > 0")
+    if "recorded" in args.setups and (missing := unrecorded(args.datasets)):
+        parser.error(f"--setups recorded: no settings recorded for {', '.join(missing)} in {RECORDED}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     results = []
     for name in args.datasets:
